@@ -1,0 +1,159 @@
+"""The Backend protocol every framework implements, and the lazy registry.
+
+The harness never imports a framework: it names backends by a
+``"module:Class"`` target and imports it only inside the cell's own process.
+
+A backend owns numerics only. The runner owns the loop, the clock, the data
+order and the files, so one loop times all frameworks alike.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+
+from harness.spec import TaskSpec
+
+Weights = dict[str, np.ndarray]  # canonical names and layouts, see harness/spec.py
+State = Any  # whatever the backend needs; the runner only passes it back
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One minibatch as the harness hands it to every framework.
+
+    ``x`` is float32 (or float64 in a float64 run) NHWC / [N, features];
+    ``y`` is int32 class ids [N] for softmax cross-entropy, float [N, 1] for
+    binary cross-entropy, float [N, outputs] for mse.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+
+
+@dataclass(frozen=True)
+class Options:
+    """How a cell runs; fixed before the framework is imported."""
+
+    mode: str = "eager"
+    device: str = "cpu"  # "cpu" or "gpu" (the runner resolves "auto")
+    threads: int = 0  # 0: the framework's default
+    dtype: str = "float32"  # or "float64" (equivalence checks)
+
+
+class Backend(Protocol):
+    """What the runner and the tests call. See impls/<fw>/backend.py."""
+
+    name: ClassVar[str]
+    modes: ClassVar[tuple[str, ...]]
+
+    def configure(self, options: Options) -> None:
+        """Called once, right after import: threads, device, precision."""
+
+    def versions(self) -> dict[str, str]:
+        """Framework package versions, e.g. {"torch": "2.13.0"}."""
+
+    def device_name(self) -> str:
+        """The device the cell actually runs on, in words."""
+
+    def build(self, spec: TaskSpec, input_shape: tuple[int, ...], weights: Weights | None) -> State:
+        """Model + optimizer for ``spec``; ``weights=None`` keeps the framework's own init."""
+
+    def train_step(self, state: State, batch: Batch) -> tuple[State, Any]:
+        """One optimizer step; returns the new state and the batch loss (before the
+        step) as a scalar that ``float()`` accepts. The runner reads it, which syncs."""
+
+    def predict(self, state: State, x: np.ndarray) -> np.ndarray:
+        """Model outputs (logits) in inference mode (dropout off) as numpy."""
+
+    def loss_and_grads(self, state: State, batch: Batch) -> tuple[float, Weights]:
+        """Loss and gradients w.r.t. every parameter, canonical names and layouts,
+        in inference mode (dropout off), without changing the state."""
+
+    def get_weights(self, state: State) -> Weights:
+        """Current parameters, canonical names and layouts."""
+
+    def param_count(self, state: State) -> int:
+        """Number of trainable scalars, counted by the framework itself."""
+
+    def sync(self, state: State) -> None:
+        """Block until all queued device work is done (before reading a clock)."""
+
+    def stats(self, state: State) -> dict[str, Any]:
+        """Framework counters, e.g. {"traces": 1}; may be empty."""
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    name: str
+    target: str  # "module:Class"
+    packages: tuple[str, ...]  # what must be importable
+    extra: str  # pip extra that installs it
+    modes: tuple[str, ...]
+
+
+BACKENDS: dict[str, BackendInfo] = {
+    "torch": BackendInfo(
+        "torch", "impls.torch.backend:TorchBackend", ("torch",), "torch", ("eager", "graph")
+    ),
+    "tf": BackendInfo(
+        "tf", "impls.tf.backend:TFBackend", ("tensorflow", "keras"), "tf", ("eager", "graph", "xla")
+    ),
+    "jax": BackendInfo(
+        "jax", "impls.jax.backend:JaxBackend", ("jax", "flax", "optax"), "jax", ("eager", "graph")
+    ),
+}
+MODES = ("eager", "graph", "xla")
+
+
+class BackendUnavailable(RuntimeError):
+    """The framework of a backend is not installed."""
+
+
+def install_hint(info: BackendInfo) -> str:
+    return (
+        f"{info.name} is not installed: run  pip install -e '.[{info.extra}]'  "
+        f"(or '.[all]' for every framework)"
+    )
+
+
+def missing_packages(info: BackendInfo) -> list[str]:
+    """Packages of a backend that cannot be found, without importing them."""
+    return [p for p in info.packages if importlib.util.find_spec(p) is None]
+
+
+def package_version(package: str) -> str | None:
+    dist = {"tensorflow": "tensorflow-cpu"}.get(package, package)
+    for name in (package, dist):
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def load_backend(target: str) -> Backend:
+    """Import ``"module:Class"`` and instantiate it (inside the cell process)."""
+    module_name, _, cls_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        raise BackendUnavailable(f"cannot import {module_name}: {err}") from err
+    return getattr(module, cls_name)()
+
+
+def batches(
+    x: np.ndarray, y: np.ndarray, batch_size: int, order: np.ndarray, drop_last: bool
+) -> Iterator[Batch]:
+    """Minibatches of ``x, y`` in ``order``."""
+    n = len(order)
+    stop = n - n % batch_size if drop_last else n
+    for start in range(0, stop, batch_size):
+        idx = order[start : start + batch_size]
+        yield Batch(x[idx], y[idx])

@@ -1,0 +1,477 @@
+"""The framework-neutral task spec: data + model (a graph of named layers) + recipe.
+
+A task is a TOML file validated into frozen pydantic models. The spec alone
+determines every layer's output shape and parameter count, so a bad spec is
+rejected before any framework is imported, and each backend's parameter count
+can be checked against the spec's.
+
+Conventions every backend follows:
+  * Activations are NHWC (images) or [N, features] (vectors).
+  * Canonical parameter names are ``"<layer name>.<param>"``; layouts are fixed:
+    dense kernel ``[in, out]``, conv2d kernel ``HWIO``, biases ``[out]``.
+  * ``flatten`` flattens in NHWC order (a NCHW backend transposes first).
+  * Padding ``same`` follows the XLA/TensorFlow rule: output ``ceil(in/stride)``,
+    the odd pixel of padding goes after (bottom/right). Average pooling with
+    ``same`` padding divides by the number of real (unpadded) inputs.
+  * Losses take logits: ``binary_cross_entropy`` and ``softmax_cross_entropy``
+    include their sigmoid/softmax, as each framework recommends for stability.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Shape = tuple[int, ...]
+ParamShapes = dict[str, Shape]
+
+TASKS_DIR = Path(__file__).parent / "tasks"
+
+
+class SpecError(ValueError):
+    """A task spec is malformed or cannot work; the message says where and why."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --------------------------------------------------------------------------- layers
+
+
+class _Layer(_Frozen):
+    name: str | None = Field(default=None, pattern=r"^[A-Za-z][A-Za-z0-9_]*$")
+
+    def out_shape(self, shape: Shape) -> Shape:
+        """Output shape (without batch) for an input of ``shape``."""
+        return shape
+
+    def param_shapes(self, shape: Shape) -> ParamShapes:
+        """Parameter shapes of this layer alone, canonical layouts, keyed by short name."""
+        return {}
+
+    def children(self) -> list[list[Layer]]:
+        """Nested layer sequences (blocks), empty for plain layers."""
+        return []
+
+    @property
+    def has_params(self) -> bool:
+        return False
+
+
+def _need_rank(layer: _Layer, shape: Shape, rank: int, what: str) -> None:
+    if len(shape) != rank:
+        raise SpecError(
+            f"layer {layer.name or layer.type!r} ({layer.type}) needs {what}, "  # type: ignore[attr-defined]
+            f"but its input has shape {list(shape)}"
+        )
+
+
+def _window_out(size: int, kernel: int, stride: int, padding: str) -> int:
+    if padding == "same":
+        return math.ceil(size / stride)
+    return (size - kernel) // stride + 1
+
+
+class Dense(_Layer):
+    type: Literal["dense"]
+    units: int = Field(gt=0)
+    use_bias: bool = True
+
+    def out_shape(self, shape: Shape) -> Shape:
+        _need_rank(self, shape, 1, "a flat vector [features] (add a flatten layer before it)")
+        return (self.units,)
+
+    def param_shapes(self, shape: Shape) -> ParamShapes:
+        p = {"kernel": (shape[0], self.units)}
+        if self.use_bias:
+            p["bias"] = (self.units,)
+        return p
+
+    @property
+    def has_params(self) -> bool:
+        return True
+
+
+class Conv2D(_Layer):
+    type: Literal["conv2d"]
+    filters: int = Field(gt=0)
+    kernel: int = Field(gt=0)
+    stride: int = Field(default=1, gt=0)
+    padding: Literal["valid", "same"] = "valid"
+    use_bias: bool = True
+
+    def out_shape(self, shape: Shape) -> Shape:
+        _need_rank(self, shape, 3, "an image [height, width, channels]")
+        h, w, _ = shape
+        oh = _window_out(h, self.kernel, self.stride, self.padding)
+        ow = _window_out(w, self.kernel, self.stride, self.padding)
+        if oh < 1 or ow < 1:
+            raise SpecError(
+                f"layer {self.name!r} (conv2d, kernel {self.kernel}) does not fit its "
+                f"input of {h}x{w} pixels with padding {self.padding!r}"
+            )
+        return (oh, ow, self.filters)
+
+    def param_shapes(self, shape: Shape) -> ParamShapes:
+        p = {"kernel": (self.kernel, self.kernel, shape[2], self.filters)}
+        if self.use_bias:
+            p["bias"] = (self.filters,)
+        return p
+
+    @property
+    def has_params(self) -> bool:
+        return True
+
+
+class _Pool2D(_Layer):
+    size: int = Field(gt=0)
+    stride: int | None = Field(default=None, gt=0)
+    padding: Literal["valid", "same"] = "valid"
+
+    @property
+    def strides(self) -> int:
+        return self.stride or self.size
+
+    def out_shape(self, shape: Shape) -> Shape:
+        _need_rank(self, shape, 3, "an image [height, width, channels]")
+        h, w, c = shape
+        oh = _window_out(h, self.size, self.strides, self.padding)
+        ow = _window_out(w, self.size, self.strides, self.padding)
+        if oh < 1 or ow < 1:
+            raise SpecError(f"{self.type} of size {self.size} does not fit an input of {h}x{w}")
+        return (oh, ow, c)
+
+
+class MaxPool2D(_Pool2D):
+    type: Literal["maxpool2d"]
+
+
+class AvgPool2D(_Pool2D):
+    type: Literal["avgpool2d"]
+
+
+class Flatten(_Layer):
+    type: Literal["flatten"]
+
+    def out_shape(self, shape: Shape) -> Shape:
+        return (math.prod(shape),)
+
+
+class ReLU(_Layer):
+    type: Literal["relu"]
+
+
+class Sigmoid(_Layer):
+    type: Literal["sigmoid"]
+
+
+class Tanh(_Layer):
+    type: Literal["tanh"]
+
+
+class Dropout(_Layer):
+    type: Literal["dropout"]
+    rate: float = Field(ge=0.0, lt=1.0)
+
+
+def _sequence_out(layers: tuple[Layer, ...], shape: Shape) -> Shape:
+    for layer in layers:
+        shape = layer.out_shape(shape)
+    return shape
+
+
+class Residual(_Layer):
+    """``body(x) + shortcut(x)``; the shortcut is the identity unless layers are given
+    (a projection, e.g. a 1x1 conv2d, when the body changes the shape)."""
+
+    type: Literal["residual"]
+    body: tuple[Layer, ...] = Field(min_length=1)
+    shortcut: tuple[Layer, ...] = ()
+
+    def out_shape(self, shape: Shape) -> Shape:
+        body = _sequence_out(self.body, shape)
+        short = _sequence_out(self.shortcut, shape)
+        if body != short:
+            raise SpecError(
+                f"residual block {self.name!r}: the body gives shape {list(body)} but the "
+                f"shortcut gives {list(short)}; add a projection in 'shortcut' "
+                "(e.g. a conv2d with kernel 1) or make the body keep the shape"
+            )
+        return body
+
+    def children(self) -> list[list[Layer]]:
+        return [list(self.body), list(self.shortcut)]
+
+
+class Parallel(_Layer):
+    """Branches applied to the same input, merged by concatenation along channels."""
+
+    type: Literal["parallel"]
+    merge: Literal["concat"] = "concat"
+    branches: tuple[tuple[Layer, ...], ...] = Field(min_length=1)
+
+    def out_shape(self, shape: Shape) -> Shape:
+        outs = [_sequence_out(b, shape) for b in self.branches]
+        lead = {o[:-1] for o in outs}
+        if len(lead) != 1:
+            raise SpecError(
+                f"parallel block {self.name!r}: branches give shapes "
+                f"{[list(o) for o in outs]}; all but the last (channel) axis must agree "
+                "(use padding 'same' or matching strides)"
+            )
+        return outs[0][:-1] + (sum(o[-1] for o in outs),)
+
+    def children(self) -> list[list[Layer]]:
+        return [list(b) for b in self.branches]
+
+
+Layer = Annotated[
+    Union[
+        Dense, Conv2D, MaxPool2D, AvgPool2D, Flatten, ReLU, Sigmoid, Tanh, Dropout,
+        Residual, Parallel,
+    ],
+    Field(discriminator="type"),
+]
+LAYER_TYPES = (
+    "dense", "conv2d", "maxpool2d", "avgpool2d", "flatten", "relu", "sigmoid", "tanh",
+    "dropout", "residual", "parallel",
+)
+Residual.model_rebuild()
+Parallel.model_rebuild()
+
+
+def _named(layers: tuple[Layer, ...], counts: dict[str, int], seen: set[str]) -> tuple:
+    """Give every layer a unique name (``<type>_<n>`` when the file gives none)."""
+    out = []
+    for layer in layers:
+        update: dict[str, Any] = {}
+        name = layer.name
+        if name is None:
+            counts[layer.type] = counts.get(layer.type, 0) + 1
+            name = f"{layer.type}_{counts[layer.type]}"
+            while name in seen:
+                counts[layer.type] += 1
+                name = f"{layer.type}_{counts[layer.type]}"
+            update["name"] = name
+        elif name in seen:
+            raise SpecError(f"layer name {name!r} is used twice; layer names must be unique")
+        seen.add(name)
+        if isinstance(layer, Residual):
+            update["body"] = _named(layer.body, counts, seen)
+            update["shortcut"] = _named(layer.shortcut, counts, seen)
+        elif isinstance(layer, Parallel):
+            update["branches"] = tuple(_named(b, counts, seen) for b in layer.branches)
+        out.append(layer.model_copy(update=update) if update else layer)
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------- parts
+
+
+class DataSpec(_Frozen):
+    """Which data set, with which parameters, split how."""
+
+    dataset: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    test_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
+    seed: int = 0
+    # the file-backed data set used instead when the user gives --data-dir
+    real: str | None = None
+    real_params: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelSpec(_Frozen):
+    """Input shape (NHWC, no batch axis) and the layer graph."""
+
+    input_shape: tuple[int, ...] | None = None  # None: taken from the data set
+    layers: tuple[Layer, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _name_layers(self) -> ModelSpec:
+        named = _named(self.layers, {}, set())
+        object.__setattr__(self, "layers", named)
+        return self
+
+
+class Optimizer(_Frozen):
+    name: Literal["sgd", "adam"]
+    learning_rate: float = Field(gt=0.0)
+    momentum: float = Field(default=0.0, ge=0.0, lt=1.0)  # sgd only
+    beta1: float = Field(default=0.9, ge=0.0, lt=1.0)  # adam only
+    beta2: float = Field(default=0.999, ge=0.0, lt=1.0)
+    epsilon: float = Field(default=1e-8, gt=0.0)
+    # coupled L2 (added to the gradient), as torch.optim's weight_decay
+    weight_decay: float = Field(default=0.0, ge=0.0)
+
+
+class Target(_Frozen):
+    metric: str
+    value: float
+
+
+class RecipeSpec(_Frozen):
+    kind: Literal["supervised"] = "supervised"
+    loss: Literal["mse", "binary_cross_entropy", "softmax_cross_entropy"]
+    optimizer: Optimizer
+    batch_size: int = Field(gt=0)
+    epochs: int = Field(gt=0)
+    seed: int = 0
+    drop_last: bool = True  # keeps every step's shape fixed: no retrace in graph modes
+    eval_batch_size: int = Field(default=512, gt=0)
+    eval_every: int = Field(default=1, gt=0)  # evaluate on the test set every n epochs
+    target: Target | None = None
+    report_weights: bool = False  # put the learned parameters in the record (tiny models)
+
+
+METRICS = {
+    "mse": ("loss", "mse"),
+    "binary_cross_entropy": ("loss", "accuracy"),
+    "softmax_cross_entropy": ("loss", "accuracy"),
+}
+
+
+class TaskSpec(_Frozen):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    title: str = ""
+    data: DataSpec
+    model: ModelSpec
+    recipe: RecipeSpec
+    # runs of the same task whose final metrics should agree across frameworks
+    agreement: dict[str, float] = Field(default_factory=dict)
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return METRICS[self.recipe.loss]
+
+    def spec_hash(self) -> str:
+        """Stable short hash of the whole spec (identifies comparable runs)."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+# --------------------------------------------------------------------------- analysis
+
+
+def walk(layers: tuple[Layer, ...] | list[Layer], shape: Shape) -> list[tuple[Layer, Shape, Shape]]:
+    """Every layer, depth first, with its input and output shape."""
+    out: list[tuple[Layer, Shape, Shape]] = []
+    for layer in layers:
+        out_shape = layer.out_shape(shape)
+        out.append((layer, shape, out_shape))
+        for seq in layer.children():
+            out.extend(walk(seq, shape))
+        shape = out_shape
+    return out
+
+
+def param_shapes(model: ModelSpec, input_shape: Shape | None = None) -> dict[str, Shape]:
+    """Canonical parameter names and shapes, in layer order."""
+    shape = tuple(input_shape or model.input_shape or ())
+    shapes: dict[str, Shape] = {}
+    for layer, in_shape, _ in walk(model.layers, shape):
+        for key, s in layer.param_shapes(in_shape).items():
+            shapes[f"{layer.name}.{key}"] = s
+    return shapes
+
+
+def param_count(model: ModelSpec, input_shape: Shape | None = None) -> int:
+    return sum(math.prod(s) for s in param_shapes(model, input_shape).values())
+
+
+def output_shape(model: ModelSpec, input_shape: Shape | None = None) -> Shape:
+    return _sequence_out(model.layers, tuple(input_shape or model.input_shape or ()))
+
+
+def check_model(spec: TaskSpec, input_shape: Shape) -> Shape:
+    """Validate the model against the data's input shape; returns the output shape."""
+    if spec.model.input_shape is not None and tuple(spec.model.input_shape) != tuple(input_shape):
+        raise SpecError(
+            f"task {spec.name!r}: model.input_shape {list(spec.model.input_shape)} does not "
+            f"match data set {spec.data.dataset!r}, whose samples have shape {list(input_shape)}"
+        )
+    out = output_shape(spec.model, input_shape)
+    if len(out) != 1:
+        raise SpecError(
+            f"task {spec.name!r}: the model ends with shape {list(out)}; it must end with a "
+            "flat vector (add flatten and dense layers)"
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _format_loc(loc: tuple) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif part in LAYER_TYPES:  # the discriminator's tag in pydantic's path
+            continue
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
+def _explain(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid task spec"]
+    for e in err.errors():
+        where = _format_loc(e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "union_tag_invalid":
+            msg = f"unknown layer type {e['input'].get('type')!r}; allowed: {', '.join(LAYER_TYPES)}"
+        elif e["type"] == "union_tag_not_found":
+            msg = f"a layer needs a 'type' field; allowed: {', '.join(LAYER_TYPES)}"
+        elif e["type"] == "extra_forbidden":
+            msg = "unknown field (check its spelling)"
+        elif e["type"] == "literal_error":
+            msg = f"{e['input']!r} is not allowed; {msg.lower()}"
+        lines.append(f"  {where}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_spec(data: dict[str, Any], source: str = "<spec>") -> TaskSpec:
+    """Validate a spec dict; raises SpecError with a message naming source and field."""
+    try:
+        return TaskSpec.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(_explain(err, source)) from None
+    except SpecError as err:
+        raise SpecError(f"{source}: {err}") from None
+
+
+def load_spec(path: str | Path) -> TaskSpec:
+    """Read and validate a task TOML file."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"task file {str(path)!r} does not exist")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise SpecError(f"{path}: not valid TOML: {err}") from None
+    return parse_spec(data, str(path))
+
+
+def builtin_tasks() -> dict[str, Path]:
+    """Built-in task names and their files."""
+    return {p.stem: p for p in sorted(TASKS_DIR.glob("*.toml"))}
+
+
+def resolve_task(name_or_path: str) -> TaskSpec:
+    """A built-in task by name, or a task file by path."""
+    tasks = builtin_tasks()
+    if name_or_path in tasks:
+        return load_spec(tasks[name_or_path])
+    if name_or_path.endswith(".toml") or "/" in name_or_path:
+        return load_spec(name_or_path)
+    raise SpecError(
+        f"unknown task {name_or_path!r}; built-in tasks: {', '.join(tasks)} "
+        "(or give the path of a .toml task file)"
+    )

@@ -1,0 +1,38 @@
+"""Shared fixtures: installed backends, built-in tasks, the shared data folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# keep test processes from oversubscribing the machine's two cores
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from harness.backend import BACKENDS, missing_packages  # noqa: E402
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def installed_backends() -> list[str]:
+    return [name for name, info in BACKENDS.items() if not missing_packages(info)]
+
+
+def backend_params() -> list:
+    """One pytest param per backend; a missing framework skips, saying how to install it."""
+    params = []
+    for name, info in BACKENDS.items():
+        marks = []
+        if missing_packages(info):
+            marks.append(pytest.mark.skip(reason=f"{name} not installed: pip install -e '.[{info.extra}]'"))
+        params.append(pytest.param(name, marks=marks, id=name))
+    return params
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data folder {SHARED_DATA} is absent (CI has it beside the checkout)")
+    return SHARED_DATA

@@ -1,0 +1,126 @@
+"""Every installed backend, every built-in task, every mode: the Backend contract.
+
+Builds with the canonical weights, counts the spec's parameters, gives them
+back unchanged, predicts the right shape, and lowers the loss on a fixed batch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from harness.backend import BACKENDS, Batch, Options, load_backend
+from harness.init import canonical_weights
+from harness.spec import builtin_tasks, load_spec, output_shape, param_count
+from tests.conftest import backend_params
+
+TASKS = list(builtin_tasks())
+# stand-in input shapes of the data sets, so this layer needs no data loading
+FEATURES = {"house_prices": (1,), "xor": (2,), "breast_cancer": (30,)}
+
+
+def input_shape(spec):
+    return tuple(spec.model.input_shape or FEATURES[spec.data.dataset])
+
+
+def fixed_batch(spec, shape, n=32, dtype="float32"):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(n, *shape)).astype(dtype)
+    out = output_shape(spec.model, shape)[0]
+    if spec.recipe.loss == "softmax_cross_entropy":
+        y = rng.integers(0, out, size=n).astype(np.int32)
+    elif spec.recipe.loss == "binary_cross_entropy":
+        y = rng.integers(0, 2, size=(n, 1)).astype(dtype)
+    else:
+        y = rng.normal(size=(n, out)).astype(dtype)
+    return Batch(x, y)
+
+
+def make(framework, mode, dtype="float32"):
+    backend = load_backend(BACKENDS[framework].target)
+    backend.configure(Options(mode=mode, device="cpu", threads=0, dtype=dtype))
+    return backend
+
+
+def cells():
+    for fw in backend_params():
+        name = fw.values[0]
+        for mode in BACKENDS[name].modes:
+            for task in TASKS:
+                # the xla mode is exercised on two tasks to keep the suite short
+                if mode == "xla" and task not in ("lenet", "resnet"):
+                    continue
+                yield pytest.param(name, mode, task, marks=fw.marks, id=f"{name}-{mode}-{task}")
+
+
+@pytest.mark.parametrize("framework,mode,task", list(cells()))
+def test_backend_contract(framework, mode, task):
+    spec = load_spec(builtin_tasks()[task])
+    shape = input_shape(spec)
+    weights = canonical_weights(spec, shape)
+    backend = make(framework, mode)
+    state = backend.build(spec, shape, weights)
+
+    assert backend.param_count(state) == param_count(spec.model, shape)
+    got = backend.get_weights(state)
+    assert set(got) == set(weights)
+    for name, w in weights.items():
+        np.testing.assert_array_equal(got[name], w, err_msg=name)
+
+    batch = fixed_batch(spec, shape)
+    out = backend.predict(state, batch.x)
+    assert out.shape == (len(batch.x), output_shape(spec.model, shape)[0])
+    assert np.all(np.isfinite(out))
+
+    losses = []
+    for _ in range(8):
+        state, loss = backend.train_step(state, batch)
+        losses.append(float(loss))
+    backend.sync(state)
+    assert all(math.isfinite(v) for v in losses)
+    assert losses[-1] < losses[0], f"loss did not fall on a fixed batch: {losses}"
+    moved = backend.get_weights(state)
+    assert any(not np.array_equal(moved[k], weights[k]) for k in weights)
+
+
+@pytest.mark.parametrize("framework", backend_params())
+def test_native_init_differs_from_canonical(framework):
+    spec = load_spec(builtin_tasks()["lenet"])
+    shape = input_shape(spec)
+    backend = make(framework, "eager")
+    state = backend.build(spec, shape, None)
+    native = backend.get_weights(state)
+    canonical = canonical_weights(spec, shape)
+    assert {k: v.shape for k, v in native.items()} == {k: v.shape for k, v in canonical.items()}
+    assert not np.allclose(native["conv1.kernel"], canonical["conv1.kernel"])
+
+
+@pytest.mark.parametrize("framework", backend_params())
+def test_float64_build_keeps_precision(framework):
+    spec = load_spec(builtin_tasks()["multi_feature_mlp"])
+    shape = input_shape(spec)
+    weights = canonical_weights(spec, shape, dtype="float64")
+    backend = make(framework, "eager", dtype="float64")
+    state = backend.build(spec, shape, weights)
+    got = backend.get_weights(state)
+    assert got["linear1.kernel"].dtype == np.float64
+    np.testing.assert_array_equal(got["linear1.kernel"], weights["linear1.kernel"])
+    out = backend.predict(state, fixed_batch(spec, shape, dtype="float64").x)
+    assert out.dtype == np.float64
+
+
+@pytest.mark.parametrize("framework", backend_params())
+def test_loss_and_grads_leave_state_unchanged(framework):
+    spec = load_spec(builtin_tasks()["lenet"])
+    shape = input_shape(spec)
+    weights = canonical_weights(spec, shape)
+    backend = make(framework, "eager")
+    state = backend.build(spec, shape, weights)
+    batch = fixed_batch(spec, shape)
+    loss, grads = backend.loss_and_grads(state, batch)
+    assert math.isfinite(loss)
+    assert {k: g.shape for k, g in grads.items()} == {k: w.shape for k, w in weights.items()}
+    for name, w in backend.get_weights(state).items():
+        np.testing.assert_array_equal(w, weights[name])
