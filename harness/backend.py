@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import importlib.util
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -146,14 +145,3 @@ def load_backend(target: str) -> Backend:
     except ModuleNotFoundError as err:
         raise BackendUnavailable(f"cannot import {module_name}: {err}") from err
     return getattr(module, cls_name)()
-
-
-def batches(
-    x: np.ndarray, y: np.ndarray, batch_size: int, order: np.ndarray, drop_last: bool
-) -> Iterator[Batch]:
-    """Minibatches of ``x, y`` in ``order``."""
-    n = len(order)
-    stop = n - n % batch_size if drop_last else n
-    for start in range(0, stop, batch_size):
-        idx = order[start : start + batch_size]
-        yield Batch(x[idx], y[idx])

@@ -24,7 +24,7 @@ import json
 import math
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -233,15 +233,31 @@ class Parallel(_Layer):
 
 
 Layer = Annotated[
-    Union[
-        Dense, Conv2D, MaxPool2D, AvgPool2D, Flatten, ReLU, Sigmoid, Tanh, Dropout,
-        Residual, Parallel,
-    ],
+    Dense
+    | Conv2D
+    | MaxPool2D
+    | AvgPool2D
+    | Flatten
+    | ReLU
+    | Sigmoid
+    | Tanh
+    | Dropout
+    | Residual
+    | Parallel,
     Field(discriminator="type"),
 ]
 LAYER_TYPES = (
-    "dense", "conv2d", "maxpool2d", "avgpool2d", "flatten", "relu", "sigmoid", "tanh",
-    "dropout", "residual", "parallel",
+    "dense",
+    "conv2d",
+    "maxpool2d",
+    "avgpool2d",
+    "flatten",
+    "relu",
+    "sigmoid",
+    "tanh",
+    "dropout",
+    "residual",
+    "parallel",
 )
 Residual.model_rebuild()
 Parallel.model_rebuild()
@@ -426,7 +442,9 @@ def _explain(err: ValidationError, source: str) -> str:
         where = _format_loc(e["loc"]) or "(top level)"
         msg = e["msg"]
         if e["type"] == "union_tag_invalid":
-            msg = f"unknown layer type {e['input'].get('type')!r}; allowed: {', '.join(LAYER_TYPES)}"
+            msg = (
+                f"unknown layer type {e['input'].get('type')!r}; allowed: {', '.join(LAYER_TYPES)}"
+            )
         elif e["type"] == "union_tag_not_found":
             msg = f"a layer needs a 'type' field; allowed: {', '.join(LAYER_TYPES)}"
         elif e["type"] == "extra_forbidden":

@@ -26,7 +26,9 @@ def backend_params() -> list:
     for name, info in BACKENDS.items():
         marks = []
         if missing_packages(info):
-            marks.append(pytest.mark.skip(reason=f"{name} not installed: pip install -e '.[{info.extra}]'"))
+            marks.append(
+                pytest.mark.skip(reason=f"{name} not installed: pip install -e '.[{info.extra}]'")
+            )
         params.append(pytest.param(name, marks=marks, id=name))
     return params
 

@@ -1,0 +1,184 @@
+"""One cell of the matrix (task x framework x mode x device), run in its own process.
+
+``python -m harness.cell`` reads the cell's config as JSON on stdin, imports
+the one framework it needs, trains, and prints events as JSON lines starting
+with ``EVENT_PREFIX`` on stdout; the last is the cell's record. Anything else
+on stdout/stderr is the framework's own logging, which the runner keeps in a
+log file. The runner owns the loop and the clock here, for every framework.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import resource
+import sys
+import time
+import traceback
+from typing import Any
+
+import numpy as np
+
+from harness import data
+from harness.backend import Backend, BackendUnavailable, Options, load_backend
+from harness.data.batching import batches, epoch_order, padded_chunks, steps_per_epoch
+from harness.init import canonical_weights
+from harness.metrics import evaluate, reached
+from harness.spec import TaskSpec, check_model, param_count, parse_spec
+from harness.timing import Phases, step_summary
+
+EVENT_PREFIX = "@@rosetta "
+
+
+def emit(kind: str, **payload: Any) -> None:
+    print(EVENT_PREFIX + json.dumps({"event": kind, **payload}, default=str), flush=True)
+
+
+class Diverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def predict_all(backend: Backend, state: Any, x: np.ndarray, size: int) -> np.ndarray:
+    outs = [backend.predict(state, chunk)[:real] for chunk, real in padded_chunks(x, size)]
+    return np.concatenate(outs)
+
+
+def train(
+    backend: Backend, state: Any, spec: TaskSpec, ds: data.Dataset, dtype: str, record: dict
+) -> Any:
+    """The training loop every framework shares; fills ``record`` as it goes."""
+    r = spec.recipe
+    x_tr, x_te = ds.x_train.astype(dtype), ds.x_test.astype(dtype)
+    y_tr, y_te = data.targets(ds.y_train, r.loss, dtype), data.targets(ds.y_test, r.loss, dtype)
+    step_s: list[float] = []
+    curve: list[dict[str, Any]] = record["curve"]
+    train_s = 0.0
+    if steps_per_epoch(len(x_tr), r.batch_size, r.drop_last) == 0:
+        raise ValueError(
+            f"batch_size {r.batch_size} is larger than the {len(x_tr)} training samples "
+            "(with drop_last = true no step would run): lower recipe.batch_size"
+        )
+    for epoch in range(r.epochs):
+        losses = []
+        first = len(step_s)
+        for batch in batches(
+            x_tr, y_tr, r.batch_size, epoch_order(len(x_tr), r.seed, epoch), r.drop_last
+        ):
+            t0 = time.perf_counter()
+            state, loss = backend.train_step(state, batch)
+            loss = float(loss)  # a host read: the step's device work is done when it returns
+            step_s.append(time.perf_counter() - t0)
+            if not math.isfinite(loss):
+                record["steps"] = len(step_s)
+                raise Diverged(f"loss became {loss} at epoch {epoch + 1}, step {len(losses) + 1}")
+            losses.append(loss)
+        train_s += sum(step_s[first:])
+        point: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "train_loss": float(np.mean(losses)),
+            "time_s": train_s,
+        }
+        if (epoch + 1) % r.eval_every == 0 or epoch + 1 == r.epochs:
+            out = predict_all(backend, state, x_te, r.eval_batch_size)
+            point.update(
+                {f"test_{k}": v for k, v in evaluate(r.loss, spec.metrics, out, y_te).items()}
+            )
+            if r.target and record["time_to_target_s"] is None:
+                value = point.get(f"test_{r.target.metric}")
+                if value is not None and reached(r.target.metric, value, r.target.value):
+                    record["time_to_target_s"], record["epochs_to_target"] = train_s, epoch + 1
+        curve.append(point)
+        emit(
+            "epoch",
+            epoch=epoch + 1,
+            epochs=r.epochs,
+            **{k: v for k, v in point.items() if k != "epoch"},
+        )
+    record.update(step_summary(step_s), steps=len(step_s), train_s=train_s)
+    return state
+
+
+def run_cell(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Run one cell; never raises: failures become the record's status."""
+    t_start = time.perf_counter()
+    spec = parse_spec(cfg["spec"], cfg.get("source", "<spec>"))
+    dtype = cfg.get("dtype", "float32")
+    record: dict[str, Any] = {
+        "run_id": cfg.get("run_id"),
+        "task": spec.name,
+        "title": spec.title,
+        "framework": cfg["framework"],
+        "mode": cfg["mode"],
+        "device": cfg.get("device", "cpu"),
+        "status": "running",
+        "error": None,
+        "seed": spec.recipe.seed,
+        "spec_hash": spec.spec_hash(),
+        "init": cfg.get("init", "shared"),
+        "dtype": dtype,
+        "threads": cfg.get("threads", 0),
+        "epochs": spec.recipe.epochs,
+        "batch_size": spec.recipe.batch_size,
+        "curve": [],
+        "time_to_target_s": None,
+        "epochs_to_target": None,
+        "target": spec.recipe.target.model_dump() if spec.recipe.target else None,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    phases = Phases()
+    try:
+        with phases.phase("import_s"):
+            backend = load_backend(cfg["target"])
+        backend.configure(Options(cfg["mode"], record["device"], record["threads"], dtype))
+        record["versions"] = backend.versions()
+        record["device_name"] = backend.device_name()
+        with phases.phase("data_s"):
+            ds = data.load(spec.data, cfg.get("data_dir"))
+        record["data"] = ds.info
+        shape = ds.sample_shape
+        check_model(spec, shape)
+        weights = canonical_weights(spec, shape, dtype) if record["init"] == "shared" else None
+        with phases.phase("build_s"):
+            state = backend.build(spec, shape, weights)
+            backend.sync(state)
+        record["param_count"] = backend.param_count(state)
+        record["param_count_spec"] = param_count(spec.model, shape)
+        if record["param_count"] != record["param_count_spec"]:
+            raise RuntimeError(
+                f"{cfg['framework']} built {record['param_count']} parameters, the spec has "
+                f"{record['param_count_spec']}: the backend does not build the spec's model"
+            )
+        state = train(backend, state, spec, ds, dtype, record)
+        backend.sync(state)
+        final = record["curve"][-1]
+        record["final_train_loss"] = final["train_loss"]
+        record["metrics"] = {k[5:]: v for k, v in final.items() if k.startswith("test_")}
+        record["stats"] = backend.stats(state)
+        if spec.recipe.report_weights:
+            record["weights"] = {k: v.tolist() for k, v in backend.get_weights(state).items()}
+        record["status"] = "ok"
+    except BackendUnavailable as err:
+        record.update(status="unavailable", error=str(err))
+    except Diverged as err:
+        record.update(status="diverged", error=str(err))
+    except Exception as err:  # a cell's crash is its status, never the run's
+        tail = "".join(traceback.format_exception(err)[-6:])
+        record.update(status="failed", error=f"{type(err).__name__}: {err}\n{tail}".strip())
+    record.update(phases.seconds)
+    record["total_s"] = time.perf_counter() - t_start
+    # ru_maxrss is KiB on Linux
+    record["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return record
+
+
+def main() -> None:
+    cfg = json.loads(sys.stdin.read())
+    sys.path[:0] = cfg.get("extra_paths", [])
+    emit("record", record=run_cell(cfg))
+
+
+if __name__ == "__main__":
+    main()

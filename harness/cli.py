@@ -1,0 +1,162 @@
+"""``rosetta``: parse, call harness functions, print. No logic lives here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from harness.backend import BACKENDS, MODES, missing_packages, package_version
+
+EPILOG = """examples:
+  rosetta list
+  rosetta run                                        # every task x framework x eager/graph
+  rosetta run --tasks lenet,softmax_mlp --frameworks torch,jax --modes eager,graph
+  rosetta run --tasks lenet --data-dir ../shared/data/mnist
+  rosetta run --spec my_task.toml
+"""
+
+
+def _csv(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="rosetta",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run one deep-learning task in PyTorch, TensorFlow/Keras and JAX and compare.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="tasks, frameworks (installed or not, with versions), modes")
+    r = sub.add_parser(
+        "run",
+        help="run the matrix task x framework x mode x device",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    r.add_argument("--tasks", type=_csv, help="built-in task names, comma-separated (default: all)")
+    r.add_argument(
+        "--spec",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a task file of your own (repeatable)",
+    )
+    r.add_argument(
+        "--frameworks",
+        type=_csv,
+        default=list(BACKENDS),
+        help=f"comma-separated, of: {', '.join(BACKENDS)}",
+    )
+    r.add_argument(
+        "--modes",
+        type=_csv,
+        default=["eager", "graph"],
+        help=f"comma-separated, of: {', '.join(MODES)} (xla is TensorFlow's)",
+    )
+    r.add_argument(
+        "--devices", type=_csv, default=["cpu"], help="comma-separated, of: cpu, gpu, auto"
+    )
+    r.add_argument(
+        "--data-dir",
+        help="folder of real data files (MNIST IDX, diabetes.csv.gz): "
+        "runs each task on its file-backed data set instead of the embedded one",
+    )
+    r.add_argument(
+        "--init",
+        choices=["shared", "native"],
+        default="shared",
+        help="shared: the same numpy-drawn start in every framework; "
+        "native: each framework's own default initializers",
+    )
+    r.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="intra-op threads per cell, set before import (0: framework default)",
+    )
+    r.add_argument("--epochs", type=int, help="override every task's epochs (quick looks)")
+    r.add_argument("--timeout", type=float, default=900.0, help="seconds per cell")
+    r.add_argument("--out", help="write records here instead of results/<run-id>/")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def cmd_list() -> int:
+    from harness import data
+    from harness.spec import builtin_tasks, load_spec, param_count
+
+    print("tasks:")
+    for name, path in builtin_tasks().items():
+        spec = load_spec(path)
+        shape = data.sample_shape(spec.data)
+        real = f", real data: {spec.data.real}" if spec.data.real else ""
+        print(
+            f"  {name:<20} {spec.title}  [{spec.data.dataset}{real}; "
+            f"{param_count(spec.model, shape):,} parameters]"
+        )
+    print("frameworks:")
+    for name, info in BACKENDS.items():
+        missing = missing_packages(info)
+        state = (
+            f"not installed (pip install -e '.[{info.extra}]')"
+            if missing
+            else ", ".join(f"{p} {package_version(p)}" for p in info.packages)
+        )
+        print(f"  {name:<6} modes {','.join(info.modes):<16} {state}")
+    print(
+        "modes: eager (op by op), graph (torch.compile / tf.function / jax.jit), "
+        "xla (tf.function(jit_compile=True))"
+    )
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from harness.api import cells
+    from harness.results import ResultStore, table
+    from harness.runner import UsageError, run_matrix
+
+    matrix = cells(
+        tasks=args.tasks,
+        frameworks=args.frameworks,
+        modes=args.modes,
+        devices=args.devices,
+        spec_files=args.spec,
+        data_dir=args.data_dir,
+        init=args.init,
+        threads=args.threads,
+        timeout_s=args.timeout,
+        epochs=args.epochs,
+    )
+    if not matrix:
+        raise UsageError("nothing to run: none of the chosen frameworks offers the chosen modes")
+    store = ResultStore(args.out)
+    print(f"rosetta: {len(matrix)} cells, results in {store.dir}/", flush=True)
+    records = run_matrix(matrix, store, progress=not args.quiet)
+    print()
+    print(table(records))
+    print(f"\nrecords: {store.records_path}\nsummary: {store.summary_path}")
+    bad = [r for r in records if r["status"] not in ("ok", "unavailable")]
+    return 1 if bad else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from harness.data import DataError
+    from harness.runner import UsageError
+    from harness.spec import SpecError
+
+    args = parser().parse_args(argv)
+    try:
+        return cmd_list() if args.command == "list" else cmd_run(args)
+    except (SpecError, DataError, UsageError) as err:
+        # user errors: one clear message, no traceback
+        print(f"rosetta: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("rosetta: interrupted; the records written so far are kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

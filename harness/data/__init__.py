@@ -1,0 +1,136 @@
+"""Data sets as numpy arrays, and the batches every framework sees.
+
+Each data set is a function ``load(params, test_fraction, seed, data_dir)``
+returning a :class:`Dataset` (NHWC float32 images or [N, features] float32,
+int labels or float targets) plus a cheap ``shape(params)`` that tells the
+sample shape without loading, so a spec is validated before anything runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.spec import DataSpec
+
+
+class DataError(ValueError):
+    """A data set cannot be loaded; the message says what is missing and how to get it."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    x_train: np.ndarray
+    y_train: np.ndarray  # int class ids [N], or float targets [N, k]
+    x_test: np.ndarray
+    y_test: np.ndarray
+    classes: int | None  # None for regression
+    info: dict[str, Any] = field(default_factory=dict)  # source, split, chance level
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+
+Loader = Callable[[dict[str, Any], float, int, Path | None], Dataset]
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    load: Loader
+    shape: Callable[[dict[str, Any]], tuple[int, ...]]
+    description: str
+    needs_dir: bool = False  # a file data set: reads --data-dir
+    check: Callable[[Path], None] | None = None  # raises DataError when files are missing
+
+
+REGISTRY: dict[str, DatasetInfo] = {}
+
+
+def register(info: DatasetInfo) -> None:
+    REGISTRY[info.name] = info
+
+
+def _get(name: str) -> DatasetInfo:
+    if name not in REGISTRY:
+        raise DataError(f"unknown data set {name!r}; known: {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[name]
+
+
+def chosen(spec: DataSpec, data_dir: str | Path | None) -> tuple[str, dict[str, Any]]:
+    """The data set a run uses: the file-backed ``real`` one when a directory is given."""
+    if data_dir is None:
+        return spec.dataset, spec.params
+    if spec.real is None:
+        if _get(spec.dataset).needs_dir:
+            return spec.dataset, spec.params
+        raise DataError(
+            f"--data-dir was given, but data set {spec.dataset!r} reads no files and the task "
+            "names no 'real' data set; drop --data-dir for this task"
+        )
+    return spec.real, spec.real_params
+
+
+def sample_shape(spec: DataSpec, data_dir: str | Path | None = None) -> tuple[int, ...]:
+    """Shape of one sample (no batch axis), without loading the data."""
+    name, params = chosen(spec, data_dir)
+    return tuple(_get(name).shape(params))
+
+
+def preflight(
+    spec: DataSpec, data_dir: str | Path | None = None
+) -> tuple[DatasetInfo, Path | None]:
+    """Check, without loading, that the files a run needs are there."""
+    name, _ = chosen(spec, data_dir)
+    info = _get(name)
+    directory = Path(data_dir) if data_dir is not None else None
+    if info.needs_dir and directory is None:
+        raise DataError(f"data set {name!r} reads files: give their folder with --data-dir")
+    if directory is not None:
+        if not directory.is_dir():
+            raise DataError(
+                f"data directory {str(directory)!r} does not exist ({info.description})"
+            )
+        if info.check is not None:
+            info.check(directory)
+    return info, directory
+
+
+def load(spec: DataSpec, data_dir: str | Path | None = None) -> Dataset:
+    """Load the data set a spec names (the ``real`` one when ``data_dir`` is given)."""
+    name, params = chosen(spec, data_dir)
+    info, directory = preflight(spec, data_dir)
+    ds = info.load(params, spec.test_fraction, spec.seed, directory)
+    return Dataset(
+        ds.x_train, ds.y_train, ds.x_test, ds.y_test, ds.classes, {"dataset": name, **ds.info}
+    )
+
+
+def stratified_split(
+    y: np.ndarray, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Train and test indices, the same class proportions in both, from ``seed``."""
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for cls in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == cls))
+        n_test = int(round(len(idx) * test_fraction))
+        test.append(idx[:n_test])
+        train.append(idx[n_test:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+def targets(y: np.ndarray, loss: str, dtype: str = "float32") -> np.ndarray:
+    """Labels in the form each loss takes: int32 ids, or float [N, k] targets."""
+    if loss == "softmax_cross_entropy":
+        return y.astype(np.int32).reshape(-1)
+    y = y.astype(dtype)
+    return y.reshape(len(y), -1)
+
+
+from harness.data import bundled, files, generated  # noqa: E402,F401  (register data sets)

@@ -1,0 +1,132 @@
+"""A tiny numpy backend (dense layers and activations, SGD with momentum) that lets
+the harness tests drive the real runner with no framework installed.
+
+``ROSETTA_FAKE_FAULT`` injects a failure: raise, crash, hang, nan, params.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, ClassVar
+
+import numpy as np
+
+from harness.backend import Batch, Options, Weights
+from harness.spec import TaskSpec, walk
+
+ACTIVATIONS = {
+    "relu": (lambda z: np.maximum(z, 0), lambda z, a: (z > 0).astype(z.dtype)),
+    "sigmoid": (lambda z: 1 / (1 + np.exp(-z)), lambda z, a: a * (1 - a)),
+    "tanh": (np.tanh, lambda z, a: 1 - a**2),
+}
+
+
+def _fault() -> str:
+    return os.environ.get("ROSETTA_FAKE_FAULT", "")
+
+
+class NumpyBackend:
+    name: ClassVar[str] = "fake"
+    modes: ClassVar[tuple[str, ...]] = ("eager", "graph")
+
+    def configure(self, options: Options) -> None:
+        self.options = options
+        if _fault() == "crash":
+            os.abort()
+
+    def versions(self) -> dict[str, str]:
+        return {"numpy": np.__version__}
+
+    def device_name(self) -> str:
+        return "cpu (numpy)"
+
+    def build(self, spec: TaskSpec, input_shape, weights: Weights | None) -> dict[str, Any]:
+        layers = []
+        for layer, _, _ in walk(spec.model.layers, tuple(input_shape)):
+            if layer.type not in ("dense", "flatten", *ACTIVATIONS):
+                raise NotImplementedError(f"the numpy backend has no {layer.type} layer")
+            layers.append(layer)
+        if weights is None:
+            raise NotImplementedError("the numpy backend has no native initializer")
+        params = {k: v.copy() for k, v in weights.items()}
+        velocity = {k: np.zeros_like(v) for k, v in params.items()}
+        return {"spec": spec, "layers": layers, "params": params, "velocity": velocity, "steps": 0}
+
+    def _forward(self, state, x):
+        p, tape = state["params"], []
+        a = x.reshape(len(x), -1)
+        for layer in state["layers"]:
+            if layer.type == "dense":
+                tape.append(("dense", layer.name, a))
+                a = a @ p[f"{layer.name}.kernel"] + p.get(f"{layer.name}.bias", 0)
+            elif layer.type in ACTIVATIONS:
+                z = a
+                a = ACTIVATIONS[layer.type][0](z)
+                tape.append((layer.type, z, a))
+        return a, tape
+
+    def _loss_grad(self, state, batch: Batch):
+        out, tape = self._forward(state, batch.x)
+        loss_name, n = state["spec"].recipe.loss, len(out)
+        if loss_name == "softmax_cross_entropy":
+            e = np.exp(out - out.max(1, keepdims=True))
+            prob = e / e.sum(1, keepdims=True)
+            loss = -np.mean(np.log(prob[np.arange(n), batch.y] + 1e-12))
+            g = prob
+            g[np.arange(n), batch.y] -= 1
+            g /= n
+        elif loss_name == "binary_cross_entropy":
+            s = 1 / (1 + np.exp(-out))
+            loss = np.mean(np.maximum(out, 0) - out * batch.y + np.log1p(np.exp(-np.abs(out))))
+            g = (s - batch.y) / out.size
+        else:
+            loss = np.mean((out - batch.y) ** 2)
+            g = 2 * (out - batch.y) / out.size
+        grads = {}
+        for entry in reversed(tape):
+            if entry[0] == "dense":
+                _, name, a_in = entry
+                grads[f"{name}.kernel"] = a_in.T @ g
+                if f"{name}.bias" in state["params"]:
+                    grads[f"{name}.bias"] = g.sum(0)
+                g = g @ state["params"][f"{name}.kernel"].T
+            else:
+                kind, z, a = entry
+                g = g * ACTIVATIONS[kind][1](z, a)
+        return float(loss), grads
+
+    def train_step(self, state, batch: Batch):
+        loss, grads = self._loss_grad(state, batch)
+        if _fault() == "hang":
+            time.sleep(3600)
+        if _fault() == "nan" and state["steps"] == 2:
+            loss = float("nan")
+        if _fault() == "raise":
+            raise ValueError("injected failure")
+        opt = state["spec"].recipe.optimizer
+        for k, g in grads.items():
+            g = g + opt.weight_decay * state["params"][k]
+            state["velocity"][k] = opt.momentum * state["velocity"][k] + g
+            state["params"][k] -= opt.learning_rate * state["velocity"][k]
+        state["steps"] += 1
+        return state, loss
+
+    def predict(self, state, x):
+        return self._forward(state, x)[0]
+
+    def loss_and_grads(self, state, batch):
+        return self._loss_grad(state, batch)
+
+    def get_weights(self, state) -> Weights:
+        return {k: v.copy() for k, v in state["params"].items()}
+
+    def param_count(self, state) -> int:
+        n = sum(v.size for v in state["params"].values())
+        return n + 1 if _fault() == "params" else n
+
+    def sync(self, state) -> None:
+        pass
+
+    def stats(self, state) -> dict[str, Any]:
+        return {"traces": 0}

@@ -1,0 +1,85 @@
+"""The command line: user errors get one clear line and exit 2, no traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from harness.cli import main
+
+SPEC = """
+name = "mine"
+[data]
+dataset = "digits28"
+[model]
+input_shape = [28, 28, 1]
+layers = [ {{ type = "flatten" }}, {{ type = "{layer}", units = 10 }} ]
+[recipe]
+loss = "softmax_cross_entropy"
+optimizer = {{ name = "sgd", learning_rate = 0.1 }}
+batch_size = 16
+epochs = 1
+"""
+
+
+def error_of(argv, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rosetta: error:") and "Traceback" not in err
+    return err
+
+
+def test_unknown_task(capsys):
+    assert "built-in tasks: " in error_of(["run", "--tasks", "nosuch"], capsys)
+
+
+def test_unknown_framework_and_mode(capsys):
+    assert "allowed: torch, tf, jax" in error_of(
+        ["run", "--tasks", "xor", "--frameworks", "mxnet"], capsys
+    )
+    assert "allowed: eager, graph, xla" in error_of(
+        ["run", "--tasks", "xor", "--modes", "lazy"], capsys
+    )
+
+
+def test_unknown_layer_in_users_file(tmp_path, capsys):
+    path = tmp_path / "mine.toml"
+    path.write_text(SPEC.format(layer="densse"))
+    err = error_of(["run", "--spec", str(path)], capsys)
+    assert "mine.toml" in err and "model.layers[1]" in err and "'densse'" in err
+
+
+def test_malformed_file(tmp_path, capsys):
+    path = tmp_path / "bad.toml"
+    path.write_text("name = \n")
+    assert "bad.toml: not valid TOML" in error_of(["run", "--spec", str(path)], capsys)
+
+
+def test_shape_that_cannot_work(tmp_path, capsys):
+    path = tmp_path / "flat.toml"
+    path.write_text(SPEC.format(layer="dense").replace("[28, 28, 1]", "[8, 8, 1]"))
+    err = error_of(["run", "--spec", str(path)], capsys)
+    assert "flat.toml" in err and "does not match data set 'digits28'" in err
+
+
+def test_missing_data_dir(tmp_path, capsys):
+    err = error_of(["run", "--tasks", "lenet", "--data-dir", str(tmp_path / "none")], capsys)
+    assert "does not exist" in err and "t10k-images-idx3-ubyte" in err
+
+
+def test_list_and_help():
+    out = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "list"], capture_output=True, text=True
+    )
+    assert out.returncode == 0 and "lenet" in out.stdout and "frameworks:" in out.stdout
+    helped = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "run", "--help"], capture_output=True, text=True
+    )
+    assert "--data-dir" in helped.stdout and "--init" in helped.stdout
+
+
+@pytest.mark.parametrize("argv", [["run", "--tasks", "xor", "--devices", "tpu"]])
+def test_unknown_device(argv, capsys):
+    assert "allowed: cpu, gpu, auto" in error_of(argv, capsys)
