@@ -112,9 +112,9 @@ def cmd_list() -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     from harness.api import cells
-    from harness.results import ResultStore, table
+    from harness.results import ResultStore, table, write_report
     from harness.runner import UsageError, run_matrix
 
     matrix = cells(
@@ -136,7 +136,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     records = run_matrix(matrix, store, progress=not args.quiet)
     print()
     print(table(records))
-    print(f"\nrecords: {store.records_path}\nsummary: {store.summary_path}")
+    report = write_report(records, store.dir / "report.md", "rosetta " + " ".join(argv))
+    print(f"\nrecords: {store.records_path}\nsummary: {store.summary_path}\nreport:  {report}")
     bad = [r for r in records if r["status"] not in ("ok", "unavailable")]
     return 1 if bad else 0
 
@@ -146,9 +147,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from harness.runner import UsageError
     from harness.spec import SpecError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
     try:
-        return cmd_list() if args.command == "list" else cmd_run(args)
+        return cmd_list() if args.command == "list" else cmd_run(args, argv)
     except (SpecError, DataError, UsageError) as err:
         # user errors: one clear message, no traceback
         print(f"rosetta: error: {err}", file=sys.stderr)
