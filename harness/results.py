@@ -145,34 +145,68 @@ def _fmt(digits: int):
 
 def markdown_table(df: pd.DataFrame) -> str:
     """A DataFrame as a GitHub-flavoured Markdown table."""
-    cells = df.astype(str).replace({"None": "-", "nan": "-"})
-    lines = ["| " + " | ".join(cells.columns) + " |", "|" + "---|" * len(cells.columns)]
-    lines += ["| " + " | ".join(row) + " |" for row in cells.itertuples(index=False)]
+    text = [
+        ["-" if v is None or pd.isna(v) else str(v) for v in row]
+        for row in df.itertuples(index=False)
+    ]
+    lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(row) + " |" for row in text]
     return "\n".join(lines)
 
 
 def write_report(records: list[dict[str, Any]], path: str | Path, command: str) -> Path:
     """A short Markdown report of a run: the table, what failed and why, the environment."""
     df = summary(records)
-    shown = df[["task", "framework", "mode", "status", "test_metric", "test_value",
-                "first_step_s", "step_median_ms", "total_s", "epochs_to_target"]].copy()
-    for col, digits in (("test_value", 4), ("first_step_s", 3), ("step_median_ms", 3), ("total_s", 1)):
+    shown = df[
+        [
+            "task",
+            "framework",
+            "mode",
+            "status",
+            "test_metric",
+            "test_value",
+            "first_step_s",
+            "step_median_ms",
+            "total_s",
+            "epochs_to_target",
+        ]
+    ].copy()
+    for col, digits in (
+        ("test_value", 4),
+        ("first_step_s", 3),
+        ("step_median_ms", 3),
+        ("total_s", 1),
+        ("epochs_to_target", 0),
+    ):
         shown[col] = shown[col].map(_fmt(digits))
-    parts = [f"# Rosetta run {records[0].get('run_id', '') if records else ''}", "",
-             f"Reproduce with: `{command}`", "", markdown_table(shown), ""]
+    parts = [
+        f"# Rosetta run {records[0].get('run_id', '') if records else ''}",
+        "",
+        f"Reproduce with: `{command}`",
+        "",
+        markdown_table(shown),
+        "",
+    ]
     bad = [r for r in records if r["status"] != "ok"]
     if bad:
         parts += ["## Cells that did not finish", ""]
-        parts += [f"- **{r['task']}/{r['framework']}/{r['mode']}**: {r['status']}: "
-                  f"{(r.get('error') or '').splitlines()[0] if r.get('error') else ''}" for r in bad]
+        parts += [
+            f"- **{r['task']}/{r['framework']}/{r['mode']}**: {r['status']}: "
+            f"{(r.get('error') or '').splitlines()[0] if r.get('error') else ''}"
+            for r in bad
+        ]
         parts.append("")
     versions = {k: v for r in records for k, v in (r.get("versions") or {}).items()}
     env = next((r for r in records if r.get("platform")), {})
-    parts += ["## Environment", "",
-              f"- python {env.get('python', '?')} on {env.get('platform', '?')}",
-              "- " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())),
-              f"- threads per cell: {env.get('threads', 0) or 'framework default'}; "
-              f"precision {env.get('dtype', 'float32')}; init {env.get('init', 'shared')}", ""]
+    parts += [
+        "## Environment",
+        "",
+        f"- python {env.get('python', '?')} on {env.get('platform', '?')}",
+        "- " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())),
+        f"- threads per cell: {env.get('threads', 0) or 'framework default'}; "
+        f"precision {env.get('dtype', 'float32')}; init {env.get('init', 'shared')}",
+        "",
+    ]
     path = Path(path)
     path.write_text("\n".join(parts))
     return path

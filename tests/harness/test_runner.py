@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness.backend import BackendInfo
-from harness.results import ResultStore, load_records, summary, table
+from harness.results import ResultStore, load_records, summary, table, write_report
 from harness.runner import Cell, run_cell_process, run_matrix
 from harness.spec import resolve_task
 
@@ -109,3 +109,14 @@ def test_records_are_json_and_summarize(tmp_path):
     json.dumps(r)
     df = summary([r])
     assert df.loc[0, "test_metric"] == "accuracy" and df.loc[0, "step_median_ms"] > 0
+
+
+def test_report_shows_failed_and_missing_values(tmp_path, monkeypatch):
+    ok = run_one(cell("xor"), tmp_path)
+    monkeypatch.setenv("ROSETTA_FAKE_FAULT", "raise")
+    bad = run_one(cell("xor_single_layer"), tmp_path)
+    path = write_report([ok, bad], tmp_path / "report.md", "rosetta run --tasks xor")
+    text = path.read_text()
+    assert "| xor | fake | eager | ok | accuracy | 1.0000 |" in text
+    assert "xor_single_layer/fake/eager**: failed: ValueError: injected failure" in text
+    assert "`rosetta run --tasks xor`" in text

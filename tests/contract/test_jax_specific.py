@@ -1,0 +1,165 @@
+"""JAX/Flax traps the generic contract does not catch.
+
+Flax's average pooling counts padding unless told otherwise; "same" padding
+must put the odd pixel after; the x64 flag is global, so a float32 run after a
+float64 one must still stay float32 everywhere; Optax must follow the PyTorch
+SGD rule with coupled decay; the state is pure; jax.jit traces once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("jax")
+pytest.importorskip("flax")
+pytest.importorskip("optax")
+
+import jax  # noqa: E402
+
+from harness.backend import Batch, Options  # noqa: E402
+from harness.spec import parse_spec  # noqa: E402
+from impls.jax import layers, train  # noqa: E402
+from impls.jax.backend import JaxBackend  # noqa: E402
+
+
+def tiny_spec(model_layers, loss="mse", input_shape=None, **optimizer):
+    return parse_spec(
+        {
+            "name": "tiny",
+            "data": {"dataset": "none"},
+            "model": {"input_shape": input_shape, "layers": model_layers},
+            "recipe": {
+                "loss": loss,
+                "optimizer": {"name": "sgd", "learning_rate": 0.1, **optimizer},
+                "batch_size": 8,
+                "epochs": 1,
+            },
+        }
+    )
+
+
+def backend(mode="eager", dtype="float64"):
+    be = JaxBackend()
+    be.configure(Options(mode=mode, dtype=dtype))
+    return be
+
+
+MLP = [
+    {"name": "h", "type": "dense", "units": 3}, {"type": "tanh"},
+    {"type": "dropout", "rate": 0.5},
+    {"name": "o", "type": "dense", "units": 2},
+]  # fmt: skip
+
+
+def mlp_case(dropout=True, **optimizer):
+    rng = np.random.default_rng(0)
+    w = {
+        "h.kernel": rng.normal(size=(4, 3)), "h.bias": rng.normal(size=3),
+        "o.kernel": rng.normal(size=(3, 2)), "o.bias": rng.normal(size=2),
+    }  # fmt: skip
+    mlp = [layer for layer in MLP if dropout or layer["type"] != "dropout"]
+    return tiny_spec(mlp, **optimizer), w, Batch(rng.normal(size=(8, 4)), rng.normal(size=(8, 2)))
+
+
+def test_same_padding_and_average_pooling_follow_the_spec():
+    # 3x3 input, 2x2 ones kernel, stride 2, "same": one pixel of padding, after
+    spec = tiny_spec(
+        [{"name": "c", "type": "conv2d", "filters": 1, "kernel": 2, "stride": 2,
+          "padding": "same", "use_bias": False}, {"type": "flatten"}],
+        input_shape=[3, 3, 1],
+    )  # fmt: skip
+    backend(dtype="float64")  # x64 on; build_model refuses float64 without it
+    model = layers.build_model(spec, (3, 3, 1), "float64")
+    layers.set_weights(model, {"c.kernel": np.ones((2, 2, 1, 1))})
+    x = np.arange(9.0).reshape(1, 3, 3, 1)
+    np.testing.assert_array_equal(model(x, deterministic=True), [[0 + 1 + 3 + 4, 2 + 5, 6 + 7, 8]])
+    # averages of ones are ones only if the padded zeros are left out of the count
+    pooled = layers.avg_pool(np.ones((1, 5, 5, 2), np.float32), (3, 3), (2, 2), "SAME")
+    np.testing.assert_array_equal(pooled, np.ones((1, 3, 3, 2)))
+    assert pooled.dtype == np.float32
+
+
+def test_float32_stays_float32_after_a_float64_run():
+    backend(dtype="float64")  # switches jax_enable_x64 on for the whole process
+    spec, w, batch = mlp_case(name="adam", weight_decay=0.01)
+    be = backend("graph", "float32")
+    state = be.build(spec, (4,), {k: v.astype(np.float32) for k, v in w.items()})
+    batch32 = Batch(batch.x.astype(np.float32), batch.y.astype(np.float32))
+    state, loss = be.train_step(state, batch32)
+    floats = [a for a in jax.tree.leaves((state.params, state.opt_state)) if a.dtype.kind == "f"]
+    assert {a.dtype for a in floats} == {np.dtype(np.float32)}
+    assert loss.dtype == np.float32
+    assert be.predict(state, batch32.x).dtype == np.float32
+
+
+def test_sgd_follows_pytorch_rule_with_coupled_weight_decay():
+    spec, w, batch = mlp_case(dropout=False, momentum=0.9, weight_decay=0.1)
+    be = backend()
+    state = be.build(spec, (4,), w)
+    ref, vel = {k: v.copy() for k, v in w.items()}, {k: 0.0 for k in w}
+    for _ in range(3):
+        state, _ = be.train_step(state, batch)
+        _, grads = be.loss_and_grads(be.build(spec, (4,), ref), batch)
+        for k in ref:  # torch.optim.SGD: g += wd*p; v = m*v + g; p -= lr*v
+            vel[k] = 0.9 * vel[k] + grads[k] + 0.1 * ref[k]
+            ref[k] = ref[k] - 0.1 * vel[k]
+    for k, v in be.get_weights(state).items():
+        np.testing.assert_allclose(v, ref[k], rtol=0, atol=1e-14, err_msg=k)
+
+
+def test_adam_first_step_is_lr_times_sign():
+    # bias-corrected moments after one step are g and g**2: the step is lr*g/(|g|+eps)
+    spec, w, batch = mlp_case(dropout=False, name="adam", epsilon=1e-3)
+    be = backend()
+    state = be.build(spec, (4,), w)
+    _, grads = be.loss_and_grads(state, batch)
+    state, _ = be.train_step(state, batch)
+    for k, v in be.get_weights(state).items():
+        step = 0.1 * grads[k] / (np.abs(grads[k]) + 1e-3)
+        np.testing.assert_allclose(v, w[k] - step, rtol=0, atol=1e-14, err_msg=k)
+
+
+def test_losses_match_their_formulas():
+    rng = np.random.default_rng(1)
+    out, y = rng.normal(size=(6, 3)), rng.normal(size=(6, 3))
+    np.testing.assert_allclose(train.loss_fn("mse")(out, y), np.mean((out - y) ** 2), rtol=1e-12)
+    z, t = rng.normal(size=(6, 1)), rng.integers(0, 2, (6, 1)).astype(float)
+    bce = -np.mean(t * np.log(1 / (1 + np.exp(-z))) + (1 - t) * np.log(1 - 1 / (1 + np.exp(-z))))
+    np.testing.assert_allclose(train.loss_fn("binary_cross_entropy")(z, t), bce, rtol=1e-12)
+    labels = rng.integers(0, 3, 6).astype(np.int32)
+    logp = out - np.log(np.exp(out).sum(1, keepdims=True))
+    np.testing.assert_allclose(
+        train.loss_fn("softmax_cross_entropy")(out, labels),
+        -logp[np.arange(6), labels].mean(),
+        rtol=1e-12,
+    )
+
+
+def test_state_is_pure_and_dropout_only_trains():
+    spec, w, batch = mlp_case()
+    be = backend()
+    state = be.build(spec, (4,), w)
+    _, loss_a = be.train_step(state, batch)
+    _, loss_b = be.train_step(state, batch)  # the same state again: the same key, mask, loss
+    assert float(loss_a) == float(loss_b)
+    eval_loss, _ = be.loss_and_grads(state, batch)
+    assert float(loss_a) != eval_loss  # dropout was on in the step, off in loss_and_grads
+    np.testing.assert_array_equal(be.predict(state, batch.x), be.predict(state, batch.x))
+    for k, v in be.get_weights(state).items():
+        np.testing.assert_array_equal(v, w[k])
+
+
+def test_graph_mode_traces_once_and_matches_eager():
+    spec, w, batch = mlp_case(momentum=0.5)
+    losses = {}
+    for mode in ("eager", "graph"):
+        be = backend(mode)
+        state = be.build(spec, (4,), w)
+        losses[mode] = []
+        for _ in range(4):
+            state, loss = be.train_step(state, batch)
+            losses[mode].append(float(loss))
+    assert be.stats(state)["traces"] == 1
+    # same keys, same dropout masks: jit changes only the rounding
+    np.testing.assert_allclose(losses["graph"], losses["eager"], rtol=1e-12)
