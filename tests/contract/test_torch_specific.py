@@ -165,3 +165,12 @@ def test_graph_mode_traces_once():
         be.train_step(state, batches[i % 3])
         be.predict(state, batches[0].x[:5])  # eval in between must not retrace the step
     assert be.stats(state)["traces"] == 1
+
+
+def test_configure_repeats_and_refuses_a_missing_gpu():
+    be = TorchBackend()
+    for threads in (1, 2, 0):  # the inter-op setter raises on a second call: guarded
+        be.configure(Options(threads=threads))
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA GPU"):
+            be.configure(Options(device="gpu"))
