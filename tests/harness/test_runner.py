@@ -78,7 +78,7 @@ def test_linear_regression_reports_weights(tmp_path):
 )
 def test_faults_become_statuses(fault, status, words, tmp_path, monkeypatch):
     monkeypatch.setenv("ROSETTA_FAKE_FAULT", fault)
-    r = run_one(cell("xor", timeout_s=20), tmp_path)
+    r = run_one(cell("xor", timeout_s=8), tmp_path)
     assert r["status"] == status
     assert words in r["error"]
 
