@@ -68,7 +68,9 @@ def test_forward_loss_and_gradients_agree(pair, task, dtype):
         _close(a[2][name], b[2][name], dtype, f"{task}: gradient of {name}, {pair}")
 
 
-@pytest.mark.parametrize("task", [t for t in TASKS if t not in ("inception", "resnet", "softmax_mlp")])
+@pytest.mark.parametrize(
+    "task", [t for t in TASKS if t not in ("inception", "resnet", "softmax_mlp")]
+)
 @pytest.mark.parametrize("pair", PAIRS, ids=lambda p: "-".join(p))
 def test_optimizer_steps_agree_at_every_step(pair, task):
     a, b = (outputs(fw, task, "float64") for fw in pair)
