@@ -75,6 +75,13 @@ class Backend(Protocol):
         """Loss and gradients w.r.t. every parameter, canonical names and layouts,
         in inference mode (dropout off), without changing the state."""
 
+    def activations(self, state: State, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Every layer's output for input ``x`` in inference mode, keyed by the spec's
+        layer name (blocks and the layers inside them, as ``harness.spec.walk`` lists
+        them), in canonical layout (NHWC images, [N, features] vectors). Used by the
+        equivalence check to name the first layer where frameworks part; it must not
+        change the path ``train_step`` runs."""
+
     def get_weights(self, state: State) -> Weights:
         """Current parameters, canonical names and layouts."""
 

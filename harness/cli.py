@@ -14,6 +14,8 @@ EPILOG = """examples:
   rosetta run --tasks lenet,softmax_mlp --frameworks torch,jax --modes eager,graph
   rosetta run --tasks lenet --data-dir ../shared/data/mnist
   rosetta run --spec my_task.toml
+  rosetta check                                      # the frameworks compute the same function
+  rosetta check --tasks lenet --steps 20 --dtype float64
 """
 
 
@@ -80,6 +82,25 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--timeout", type=float, default=900.0, help="seconds per cell")
     r.add_argument("--out", help="write records here instead of results/<run-id>/")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    c = sub.add_parser(
+        "check",
+        help="prove the frameworks compute the same function: forward, loss, gradients, steps",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    c.add_argument("--tasks", type=_csv, help="built-in task names, comma-separated (default: all)")
+    c.add_argument("--spec", action="append", default=[], metavar="FILE", help="a task file")
+    c.add_argument("--frameworks", type=_csv, help="comma-separated (default: every installed one)")
+    c.add_argument("--modes", type=_csv, default=["eager", "graph"], help="comma-separated")
+    c.add_argument(
+        "--dtype",
+        type=_csv,
+        default=["float64", "float32"],
+        help="float64 (differences are rounding only) and/or float32",
+    )
+    c.add_argument("--steps", type=int, default=10, help="optimizer steps compared one by one")
+    c.add_argument("--data-dir", help="check on the real data files instead of embedded data")
+    c.add_argument("--out", help="write equivalence.jsonl here instead of results/<run-id>/")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
@@ -142,6 +163,52 @@ def cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     return 1 if bad else 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from harness.api import select_specs
+    from harness.check import check_table, run_check
+    from harness.results import ResultStore
+    from harness.runner import UsageError
+
+    names = args.frameworks or [n for n, i in BACKENDS.items() if not missing_packages(i)]
+    for name in names:
+        if name not in BACKENDS:
+            raise UsageError(f"unknown framework {name!r}; allowed: {', '.join(BACKENDS)}")
+        if missing_packages(BACKENDS[name]):
+            raise UsageError(f"{name} is not installed: pip install -e '.[{BACKENDS[name].extra}]'")
+    if len(names) < 2 and len(args.modes) < 2:
+        raise UsageError("nothing to compare: name two frameworks, or two modes of one")
+    for dtype in args.dtype:
+        if dtype not in ("float32", "float64"):
+            raise UsageError(f"unknown dtype {dtype!r}; allowed: float64, float32")
+    for mode in args.modes:
+        if mode not in MODES:
+            raise UsageError(f"unknown mode {mode!r}; allowed: {', '.join(MODES)}")
+    if args.steps < 1:
+        raise UsageError("--steps must be at least 1")
+    specs = select_specs(args.tasks, args.spec)
+    store = ResultStore(args.out)
+    print(
+        f"rosetta check: {len(specs)} tasks x {', '.join(names)}; results in {store.dir}/",
+        flush=True,
+    )
+    records = run_check(
+        specs,
+        {n: BACKENDS[n] for n in names},
+        args.modes,
+        args.dtype,
+        args.steps,
+        store.dir,
+        data_dir=args.data_dir,
+        progress=not args.quiet,
+    )
+    print()
+    print(check_table(records))
+    bad = [r for r in records if r["status"] != "pass"]
+    print(f"\n{len(records) - len(bad)} passed, {len(bad)} failed")
+    print(f"records: {store.dir / 'equivalence.jsonl'}")
+    return 1 if bad else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from harness.data import DataError
     from harness.runner import UsageError
@@ -150,6 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
     try:
+        if args.command == "check":
+            return cmd_check(args)
         return cmd_list() if args.command == "list" else cmd_run(args, argv)
     except (SpecError, DataError, UsageError) as err:
         # user errors: one clear message, no traceback

@@ -147,6 +147,69 @@ def _reader(stream, events: queue.Queue) -> None:
     events.put(None)
 
 
+@dataclass
+class ProcessResult:
+    record: dict[str, Any] | None  # the worker's last "record" event
+    status: str  # "done", "timeout" or "crashed"
+    detail: str  # why, when there is no record
+
+
+def run_worker(
+    module: str,
+    cfg: dict[str, Any],
+    env: dict[str, str],
+    timeout_s: float,
+    log_path: Path,
+    on_event: Callable[[dict], None] = lambda e: None,
+) -> ProcessResult:
+    """Run ``python -m module`` with ``cfg`` as JSON on stdin, in its own process
+    group; pass its events on, keep its other output in ``log_path``, kill it at the
+    deadline. Never raises for what the worker does."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", module],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+        text=True,
+        start_new_session=True,
+    )
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=_reader, args=(proc.stdout, lines), daemon=True).start()
+    proc.stdin.write(json.dumps(cfg))
+    proc.stdin.close()
+    deadline = time.monotonic() + timeout_s
+    record, tail = None, []
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("w") as log:
+        while True:
+            try:
+                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                why = f"no result within {timeout_s:.0f} s (raise it with --timeout)"
+                return ProcessResult(None, "timeout", why)
+            if line is None:
+                break
+            if line.startswith(EVENT_PREFIX):
+                event = json.loads(line[len(EVENT_PREFIX) :])
+                if event["event"] == "record":
+                    record = event["record"]
+                else:
+                    on_event(event)
+            else:
+                log.write(line)
+                tail = (tail + [line.rstrip()])[-20:]
+    code = proc.wait()
+    if record is not None:
+        return ProcessResult(record, "done", "")
+    why = f"the process exited with code {code} before writing a record"
+    if code < 0:
+        why += f" (killed by signal {-code})"
+    return ProcessResult(None, "crashed", why + ":\n" + "\n".join(tail[-10:]))
+
+
 def run_cell_process(
     cell: Cell, run_id: str, log_path: Path, on_event: Callable[[dict], None] = lambda e: None
 ) -> dict[str, Any]:
@@ -170,54 +233,13 @@ def run_cell_process(
         "run_id": run_id,
         "extra_paths": list(cell.extra_paths),
     }
-    env = {**os.environ, **thread_env(cell.threads), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "harness.cell"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=env,
-        text=True,
-        start_new_session=True,
+    result = run_worker(
+        "harness.cell", cfg, thread_env(cell.threads), cell.timeout_s, log_path, on_event
     )
-    lines: queue.Queue = queue.Queue()
-    threading.Thread(target=_reader, args=(proc.stdout, lines), daemon=True).start()
-    proc.stdin.write(json.dumps(cfg))
-    proc.stdin.close()
-    deadline = time.monotonic() + cell.timeout_s
-    record, tail = None, []
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("w") as log:
-        while True:
-            try:
-                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-                rec = unavailable_record(
-                    cell,
-                    f"no result within {cell.timeout_s:.0f} s (raise it with --timeout)",
-                    status="timeout",
-                )
-                return rec
-            if line is None:
-                break
-            if line.startswith(EVENT_PREFIX):
-                event = json.loads(line[len(EVENT_PREFIX) :])
-                if event["event"] == "record":
-                    record = event["record"]
-                else:
-                    on_event(event)
-            else:
-                log.write(line)
-                tail = (tail + [line.rstrip()])[-20:]
-    code = proc.wait()
-    if record is None:
-        why = f"the cell's process exited with code {code} before writing a record"
-        if code < 0:
-            why += f" (killed by signal {-code})"
-        record = unavailable_record(cell, why + ":\n" + "\n".join(tail[-10:]), status="failed")
-    return record
+    if result.record is not None:
+        return result.record
+    status = "timeout" if result.status == "timeout" else "failed"
+    return unavailable_record(cell, result.detail, status=status)
 
 
 def run_matrix(

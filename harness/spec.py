@@ -353,14 +353,24 @@ METRICS = {
 }
 
 
+FLOAT64_RTOL = 1e-9  # float64: frameworks differ by rounding only
+
+
+class Tolerance(_Frozen):
+    """How far two frameworks' float32 numbers may part in the equivalence check
+    (relative to the tensor's largest magnitude), and why that much."""
+
+    float32: float = Field(default=1e-5, gt=0.0, lt=1.0)
+    why: str = "float32 sums in a different order in each framework"
+
+
 class TaskSpec(_Frozen):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     title: str = ""
     data: DataSpec
     model: ModelSpec
     recipe: RecipeSpec
-    # runs of the same task whose final metrics should agree across frameworks
-    agreement: dict[str, float] = Field(default_factory=dict)
+    tolerance: Tolerance = Tolerance()
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -373,6 +383,25 @@ class TaskSpec(_Frozen):
 
 
 # --------------------------------------------------------------------------- analysis
+
+
+def map_layers(layers: tuple[Layer, ...], fn) -> tuple[Layer, ...]:
+    """The layer tree with ``fn`` applied to every layer, blocks' insides first."""
+    out = []
+    for layer in layers:
+        if isinstance(layer, Residual):
+            layer = layer.model_copy(
+                update={
+                    "body": map_layers(layer.body, fn),
+                    "shortcut": map_layers(layer.shortcut, fn),
+                }
+            )
+        elif isinstance(layer, Parallel):
+            layer = layer.model_copy(
+                update={"branches": tuple(map_layers(b, fn) for b in layer.branches)}
+            )
+        out.append(fn(layer))
+    return tuple(out)
 
 
 def walk(layers: tuple[Layer, ...] | list[Layer], shape: Shape) -> list[tuple[Layer, Shape, Shape]]:

@@ -21,7 +21,7 @@ import optax
 from flax import nnx
 
 from harness.backend import Batch, Options, Weights
-from harness.spec import TaskSpec
+from harness.spec import TaskSpec, walk
 from impls.jax import layers, train
 
 
@@ -35,6 +35,7 @@ class JaxState:
     train_step: Callable = dataclasses.field(repr=False)
     predict: Callable = dataclasses.field(repr=False)
     loss_and_grads: Callable = dataclasses.field(repr=False)
+    activations: Callable = dataclasses.field(repr=False)
     traces: train.Traces = dataclasses.field(default_factory=dict)
 
 
@@ -95,6 +96,7 @@ class JaxBackend:
         params = jax.device_put(params, self._device)
         tx = train.make_optimizer(spec.recipe.optimizer)
         mode, loss, traces = self.options.mode, spec.recipe.loss, {}
+        names = tuple(layer.name for layer, _, _ in walk(spec.model.layers, tuple(input_shape)))
         return JaxState(
             params=params,
             opt_state=tx.init(params),
@@ -102,6 +104,7 @@ class JaxBackend:
             train_step=train.make_train_step(graphdef, loss, tx, mode, traces),
             predict=train.make_predict(graphdef, mode, traces),
             loss_and_grads=train.make_loss_and_grads(graphdef, loss, mode, traces),
+            activations=train.make_activations(graphdef, names, mode, traces),
             traces=traces,
         )
 
@@ -122,6 +125,11 @@ class JaxBackend:
     def loss_and_grads(self, state: JaxState, batch: Batch) -> tuple[float, Weights]:
         loss, grads = state.loss_and_grads(state.params, self._put(batch.x), self._put(batch.y))
         return float(loss), layers.to_canonical(grads)
+
+    def activations(self, state: JaxState, x: np.ndarray) -> dict[str, np.ndarray]:
+        # NHWC / [N, features] already: Flax's own layouts are the canonical ones
+        outs = state.activations(state.params, self._put(x))
+        return {name: np.asarray(a) for name, a in outs.items()}
 
     def get_weights(self, state: JaxState) -> Weights:
         return layers.to_canonical(state.params)

@@ -69,6 +69,39 @@ class Parallel(nnx.Module):
         return jnp.concatenate([b(x, **kw) for b in self.branches], axis=-1)
 
 
+def activations(model: Stack, x: jax.Array) -> dict[str, jax.Array]:
+    """Every layer's output with dropout off, keyed by spec name in ``spec.walk`` order.
+
+    A separate walk over the same modules, doing what ``Stack.__call__`` does
+    with ``deterministic=True``: the training path is left as it is. A block's
+    own output (``body + shortcut``, the concatenation) comes before the
+    outputs of the layers inside it, as ``walk`` lists them.
+    """
+    out: dict[str, jax.Array] = {}
+    _record(model, x, out)
+    return out
+
+
+def _record(stack: Stack, x: jax.Array, out: dict[str, jax.Array]) -> jax.Array:
+    for name in stack.order:
+        layer, inner = stack.layers[name], {}
+        match layer:
+            case Residual():
+                y = _record(layer.body, x, inner) + _record(layer.shortcut, x, inner)
+            case Parallel():
+                y = jnp.concatenate([_record(b, x, inner) for b in layer.branches], axis=-1)
+            case nnx.Dropout():
+                y = layer(x, deterministic=True)
+            case Stack():
+                raise TypeError(f"{name!r}: a bare Stack has no spec layer to name it")
+            case _:
+                y = layer(x)
+        out[name] = y
+        out.update(inner)
+        x = y
+    return x
+
+
 def flatten(x: jax.Array) -> jax.Array:
     """[N, ...] -> [N, features]; NHWC order is the canonical one, no transpose."""
     return x.reshape(x.shape[0], -1)

@@ -9,13 +9,14 @@ mode "graph" calls ``jax.jit`` of the very same function.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import jax
 import optax
 from flax import nnx
 
 from harness.spec import Optimizer
+from impls.jax import layers
 
 LossFn = Callable[[jax.Array, jax.Array], jax.Array]
 Traces = dict[str, int]
@@ -116,6 +117,28 @@ def make_predict(graphdef: nnx.GraphDef, mode: str, traces: Traces) -> Callable:
         return nnx.merge(graphdef, params)(x, deterministic=True)
 
     return _for_mode(predict, mode, traces, "predict")
+
+
+def make_activations(
+    graphdef: nnx.GraphDef, names: Sequence[str], mode: str, traces: Traces
+) -> Callable:
+    """``(params, x) -> {layer name: output}`` with dropout off, for the equivalence
+    check: its own function (jitted in graph mode, as predict is), not a hook on
+    the train step. ``names`` is the spec's ``walk`` order, which the result keeps
+    (a jitted dict comes back with its keys sorted)."""
+
+    def activations(params, x):
+        return layers.activations(nnx.merge(graphdef, params), x)
+
+    fn = _for_mode(activations, mode, traces, "activations")
+
+    def in_walk_order(params, x):
+        outs = fn(params, x)
+        if set(outs) != set(names):
+            raise RuntimeError(f"layer outputs {sorted(outs)} are not the spec's {sorted(names)}")
+        return {name: outs[name] for name in names}
+
+    return in_walk_order
 
 
 def make_loss_and_grads(

@@ -33,7 +33,10 @@ class TFState:
     predict_fn: Any
     grad_fn: Any
     names: list[str]  # canonical names, in the order grad_fn returns gradients
+    layer_names: list[str]  # every spec layer, in harness.spec.walk's order
     traces: Counter = field(default_factory=Counter)
+    # the per-layer outputs model of activations(), made on its first call
+    activation_model: keras.Model | None = None
 
 
 def _set_threads(threads: int) -> None:
@@ -124,6 +127,7 @@ class TFBackend:
             predict_fn=train.make_predict(model, opts.mode, traces),
             grad_fn=train.make_grad_step(model, loss, list(named.values()), opts.mode, traces),
             names=list(named),
+            layer_names=layers.spec_layer_names(spec.model.layers),
             traces=traces,
         )
 
@@ -147,6 +151,21 @@ class TFBackend:
         with tf.device(state.device):
             loss, grads = state.grad_fn(*self._tensors(state, batch))
         return float(loss), {n: g.numpy() for n, g in zip(state.names, grads, strict=True)}
+
+    def activations(self, state: TFState, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Every spec layer's output for ``x`` (dropout off), keyed by layer name.
+
+        Runs eagerly in every mode a second functional model over the same Keras
+        layers (layers.activation_model), so the compiled steps and the training
+        model stay as they are. Keras is NHWC: the outputs are canonical as they come.
+        """
+        if state.activation_model is None:
+            state.activation_model = layers.activation_model(state.model, state.layer_names)
+        with tf.device(state.device):
+            outs = state.activation_model(
+                tf.convert_to_tensor(x, dtype=state.dtype), training=False
+            )
+        return {name: outs[name].numpy() for name in state.layer_names}
 
     def get_weights(self, state: TFState) -> Weights:
         return layers.get_weights(state.model)

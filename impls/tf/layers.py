@@ -153,3 +153,25 @@ def set_weights(model: keras.Model, weights: Weights) -> None:
 def get_weights(model: keras.Model) -> Weights:
     """The model's current parameters, canonical names and layouts, in its dtype."""
     return {name: keras.ops.convert_to_numpy(var) for name, var in named_variables(model).items()}
+
+
+def spec_layer_names(layers: tuple[Layer, ...]) -> list[str]:
+    """Every spec layer's name, depth first, in ``harness.spec.walk``'s order."""
+    names = []
+    for layer in layers:
+        names.append(layer.name)
+        for seq in layer.children():
+            names.extend(spec_layer_names(tuple(seq)))
+    return names
+
+
+def activation_model(model: keras.Model, names: list[str]) -> keras.Model:
+    """A second functional model over ``model``'s own layers that outputs the
+    output of each layer in ``names``, as a dict keyed by name (a list of one
+    output would come back unwrapped). Every spec layer, blocks included, has a
+    Keras layer of its name: a residual block is its ``Add``, a parallel block its
+    ``Concatenate``. It shares the layers and their variables, and leaves ``model``
+    and the steps compiled from it as they are.
+    """
+    outputs = {name: model.get_layer(name).output for name in names}
+    return keras.Model(model.inputs, outputs, name=f"{model.name}_activations")

@@ -119,6 +119,15 @@ class TorchBackend:
         loss, grads = train.loss_and_grads(state.model, state.loss, x, y, list(params.values()))
         return float(loss), {n: layers.to_canonical(g) for n, g in zip(params, grads, strict=True)}
 
+    def activations(self, state: TorchState, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Every spec layer's output, NHWC / [N, F], in eval mode. Eager in every mode:
+        it walks the modules itself, so the compiled train step and predict are untouched."""
+        if state.model.training:  # dropout off; train_step switches back to train mode
+            state.model.eval()
+        with torch.inference_mode():
+            outputs = layers.layer_outputs(state.model, self._x(x))
+            return {name: layers.activation_to_canonical(t) for name, t in outputs.items()}
+
     def get_weights(self, state: TorchState) -> Weights:
         return layers.get_weights(state.model)
 

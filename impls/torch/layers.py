@@ -186,6 +186,41 @@ def build_model(
     return Net(body, registry)
 
 
+def layer_outputs(model: Net, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every spec layer's output for ``x`` (NCHW / [N, F]), keyed by layer name in
+    ``harness.spec.walk`` order: a block, then the layers of its body and shortcut
+    (or of its branches). Walks the same modules ``Net.forward`` runs, eagerly and
+    in the same order of operations, and leaves nothing installed on the model;
+    the caller picks train or eval mode and the autograd context."""
+    outputs: dict[str, torch.Tensor] = {}
+    _sequence_outputs(model.body, x, outputs)
+    return outputs
+
+
+def _sequence_outputs(seq: nn.Sequential, x: torch.Tensor, outputs: dict) -> torch.Tensor:
+    # the children of every Sequential _sequence built are named by spec layer name
+    for name, module in seq.named_children():
+        if isinstance(module, Residual):
+            outputs[name] = x  # placeholder: keeps walk()'s order, block before its layers
+            body = _sequence_outputs(module.body, x, outputs)
+            x = body + _sequence_outputs(module.shortcut, x, outputs)
+        elif isinstance(module, Parallel):
+            outputs[name] = x
+            x = torch.cat([_sequence_outputs(b, x, outputs) for b in module.branches], dim=1)
+        else:
+            x = module(x)
+        outputs[name] = x
+    return x
+
+
+def activation_to_canonical(tensor: torch.Tensor) -> np.ndarray:
+    """An activation as a canonical numpy array (a copy): NCHW images -> NHWC."""
+    array = tensor.detach().cpu().numpy()
+    if array.ndim == 4:
+        array = array.transpose(0, 2, 3, 1)
+    return np.array(array, order="C", copy=True)
+
+
 def canonical_params(model: Net) -> dict[str, nn.Parameter]:
     """The model's parameters under their canonical names, in layer order."""
     params = {}

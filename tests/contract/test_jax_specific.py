@@ -3,7 +3,8 @@
 Flax's average pooling counts padding unless told otherwise; "same" padding
 must put the odd pixel after; the x64 flag is global, so a float32 run after a
 float64 one must still stay float32 everywhere; Optax must follow the PyTorch
-SGD rule with coupled decay; the state is pure; jax.jit traces once.
+SGD rule with coupled decay; the state is pure; jax.jit traces once;
+``activations`` names every layer of ``walk`` and ends in what predict gives.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ pytest.importorskip("optax")
 
 import jax  # noqa: E402
 
+from harness import data  # noqa: E402
 from harness.backend import Batch, Options  # noqa: E402
-from harness.spec import parse_spec  # noqa: E402
+from harness.spec import Parallel, Residual, builtin_tasks, load_spec, parse_spec, walk  # noqa: E402
 from impls.jax import layers, train  # noqa: E402
 from impls.jax.backend import JaxBackend  # noqa: E402
 
@@ -163,3 +165,44 @@ def test_graph_mode_traces_once_and_matches_eager():
     assert be.stats(state)["traces"] == 1
     # same keys, same dropout masks: jit changes only the rounding
     np.testing.assert_allclose(losses["graph"], losses["eager"], rtol=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["eager", "graph"])
+@pytest.mark.parametrize("task", ["inception", "resnet"])
+def test_activations_name_every_layer_and_end_in_predict(task, mode):
+    spec = load_spec(builtin_tasks()[task])
+    shape = data.sample_shape(spec.data)
+    be = backend(mode, "float32")
+    state = be.build(spec, shape, None)
+    x = np.random.default_rng(0).normal(size=(3, *shape)).astype(np.float32)
+    acts = be.activations(state, x)
+    # walk's names, in walk's order, with walk's shapes behind the batch axis
+    want = [(layer.name, (3, *out)) for layer, _, out in walk(spec.model.layers, shape)]
+    assert [(name, a.shape) for name, a in acts.items()] == want
+    assert {a.dtype for a in acts.values()} == {np.dtype(np.float32)}
+    # a block's value is its own output, made of its inner layers' outputs
+    prev = x
+    for layer in spec.model.layers:
+        if isinstance(layer, Residual):
+            short = acts[layer.shortcut[-1].name] if layer.shortcut else prev
+            np.testing.assert_allclose(acts[layer.name], acts[layer.body[-1].name] + short)
+        elif isinstance(layer, Parallel):
+            ends = [acts[branch[-1].name] for branch in layer.branches]
+            np.testing.assert_array_equal(acts[layer.name], np.concatenate(ends, axis=-1))
+        prev = acts[layer.name]
+    out = be.predict(state, x)
+    if mode == "eager":  # the same ops in the same order: the same bits
+        np.testing.assert_array_equal(prev, out)
+    else:  # two jitted programs may fuse differently
+        np.testing.assert_allclose(prev, out, rtol=1e-5, atol=1e-6)
+    assert be.stats(state)["traces"] == 0  # nothing ran, or was traced, on the train path
+
+
+def test_activations_turn_dropout_off():
+    spec, w, batch = mlp_case()
+    be = backend()
+    state = be.build(spec, (4,), w)
+    acts = be.activations(state, batch.x)
+    assert list(acts) == ["h", "tanh_1", "dropout_1", "o"]
+    np.testing.assert_array_equal(acts["dropout_1"], acts["tanh_1"])
+    np.testing.assert_array_equal(acts["o"], be.predict(state, batch.x))

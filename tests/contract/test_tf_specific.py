@@ -1,8 +1,9 @@
 """TensorFlow/Keras traps the generic contract does not catch.
 
 float64 hyper-parameters (tf.cast of a Python float goes through float32),
-the coupled weight decay, no retracing in graph modes, and Keras' layouts:
-flatten order and "same" average pooling.
+the coupled weight decay, Adam's epsilon placement, no retracing in graph
+modes, Keras' layouts (flatten order and "same" average pooling), and the
+per-layer activations of the equivalence check.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ pytest.importorskip("tensorflow")
 pytest.importorskip("keras")
 
 from harness.backend import Batch, Options  # noqa: E402
-from harness.spec import parse_spec  # noqa: E402
+from harness.data import sample_shape  # noqa: E402
+from harness.spec import parse_spec, resolve_task, walk  # noqa: E402
 from impls.tf import layers  # noqa: E402
 from impls.tf.backend import TFBackend  # noqa: E402
 
@@ -69,6 +71,67 @@ def test_float64_sgd_matches_pytorch_rule_exactly():
             ref[k] = ref[k] - 0.1 * vel[k]
     for k, v in be.get_weights(state).items():
         np.testing.assert_allclose(v, ref[k], rtol=0, atol=1e-14, err_msg=k)
+
+
+@pytest.mark.parametrize("mode", ["eager", "xla"])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_float64_adam_matches_spec_formula_exactly(mode, weight_decay):
+    # the spec's (PyTorch's, optax's) Adam adds eps to sqrt(v_hat); Keras' own Adam
+    # adds it before the bias correction, an eps 1/sqrt(1 - b2^t) times larger. With
+    # eps = 1e-3 and gradients ~0.1 that misplacement would show at ~1e-2, not 1e-12
+    lr, b1, b2, eps = 0.05, 0.9, 0.999, 1e-3
+    spec = tiny_spec(
+        [{"name": "h", "type": "dense", "units": 3}, {"type": "tanh"},
+         {"name": "o", "type": "dense", "units": 2}],
+        name="adam", learning_rate=lr, beta1=b1, beta2=b2, epsilon=eps,
+        weight_decay=weight_decay,
+    )  # fmt: skip
+    rng = np.random.default_rng(1)
+    w = {
+        "h.kernel": rng.normal(size=(4, 3)), "h.bias": rng.normal(size=3),
+        "o.kernel": rng.normal(size=(3, 2)), "o.bias": rng.normal(size=2),
+    }  # fmt: skip
+    batch = Batch(rng.normal(size=(8, 4)), rng.normal(size=(8, 2)))
+    be = backend(mode)
+    state, probe = be.build(spec, (4,), w), be.build(spec, (4,), w)
+    ref = {k: v.copy() for k, v in w.items()}
+    m, v = {k: 0.0 for k in w}, {k: 0.0 for k in w}
+    for t in range(1, 6):
+        state, _ = be.train_step(state, batch)
+        layers.set_weights(probe.model, ref)
+        _, grads = be.loss_and_grads(probe, batch)
+        for k in ref:  # the spec's Adam with coupled L2 decay, as torch.optim.Adam
+            g = grads[k] + weight_decay * ref[k]
+            m[k] = b1 * m[k] + (1 - b1) * g
+            v[k] = b2 * v[k] + (1 - b2) * g * g
+            m_hat, v_hat = m[k] / (1 - b1**t), v[k] / (1 - b2**t)
+            ref[k] = ref[k] - lr * m_hat / (np.sqrt(v_hat) + eps)
+    for k, p in be.get_weights(state).items():
+        np.testing.assert_allclose(p, ref[k], rtol=0, atol=1e-12, err_msg=k)
+
+
+@pytest.mark.parametrize("mode", ["eager", "graph"])
+@pytest.mark.parametrize("task", ["inception", "resnet"])
+def test_activations_name_every_layer_and_end_at_predict(task, mode):
+    spec = resolve_task(task)
+    shape = sample_shape(spec.data)
+    be = backend(mode)
+    state = be.build(spec, shape, None)
+    x = np.random.default_rng(0).normal(size=(3, *shape))
+    acts = be.activations(state, x)
+    expected = walk(spec.model.layers, shape)
+    # blocks and the layers inside them, in walk's order, each with its own shape
+    assert list(acts) == [layer.name for layer, _, _ in expected]
+    for layer, _, out_shape in expected:
+        assert acts[layer.name].shape == (3, *out_shape), layer.name
+        assert acts[layer.name].dtype == np.float64, layer.name
+    np.testing.assert_allclose(acts[expected[-1][0].name], be.predict(state, x), rtol=1e-12)
+    if mode == "graph":  # the compiled training step is left as it was: one trace
+        batch = Batch(x, np.zeros(3, np.int32))
+        for _ in range(2):
+            state, _ = be.train_step(state, batch)
+            be.activations(state, x)
+        assert be.stats(state)["traces"] == 1
 
 
 @pytest.mark.parametrize("mode", ["graph", "xla"])

@@ -17,8 +17,9 @@ pytest.importorskip("torch")
 import torch  # noqa: E402
 
 from harness.backend import Batch, Options  # noqa: E402
+from harness.data import sample_shape  # noqa: E402
 from harness.init import canonical_weights  # noqa: E402
-from harness.spec import builtin_tasks, load_spec, parse_spec  # noqa: E402
+from harness.spec import builtin_tasks, load_spec, parse_spec, walk  # noqa: E402
 from impls.torch import layers  # noqa: E402
 from impls.torch.backend import TorchBackend  # noqa: E402
 
@@ -74,7 +75,8 @@ def _windows(x, k, s, padding, value):
     return np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(1, 2))[:, ::s, ::s]
 
 
-def numpy_forward(layers_, w, x):
+def numpy_forward(layers_, w, x, record=None):
+    """The layers' output for NHWC ``x``; every layer's own output goes in ``record``."""
     for layer in layers_:
         t = layer.type
         if t == "conv2d":
@@ -92,12 +94,15 @@ def numpy_forward(layers_, w, x):
         elif t == "flatten":
             x = x.reshape(len(x), -1)
         elif t == "residual":
-            x = numpy_forward(layer.body, w, x) + numpy_forward(layer.shortcut, w, x)
+            body = numpy_forward(layer.body, w, x, record)
+            x = body + numpy_forward(layer.shortcut, w, x, record)
         elif t == "parallel":
-            x = np.concatenate([numpy_forward(b, w, x) for b in layer.branches], axis=-1)
+            x = np.concatenate([numpy_forward(b, w, x, record) for b in layer.branches], axis=-1)
         elif t != "dropout":  # dropout is off at inference
             x = {"relu": lambda v: np.maximum(v, 0), "tanh": np.tanh,
                  "sigmoid": lambda v: 1 / (1 + np.exp(-v))}[t](x)  # fmt: skip
+        if record is not None:
+            record[layer.name] = x
     return x
 
 
@@ -122,6 +127,46 @@ def test_forward_matches_numpy(task, dtype):
     assert got.dtype == dtype
     rtol, atol = TOLERANCE[dtype]
     np.testing.assert_allclose(got, numpy_forward(spec.model.layers, w, x), rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("task", ["inception", "resnet", "zoo"])
+def test_activations_follow_walk_and_end_in_predict(task):
+    spec = zoo_spec() if task == "zoo" else load_spec(builtin_tasks()[task])
+    shape = tuple(spec.model.input_shape) if task == "zoo" else sample_shape(spec.data)
+    w = canonical_weights(spec, shape, "float64")
+    x = np.random.default_rng(2).normal(size=(3, *shape))
+    be = backend()
+    state = be.build(spec, shape, w)
+    acts = be.activations(state, x)
+    expected = {layer.name: (3, *out) for layer, _, out in walk(spec.model.layers, shape)}
+    assert list(acts) == list(expected)  # walk()'s names, in walk()'s order
+    assert {k: a.shape for k, a in acts.items()} == expected
+    assert all(a.dtype == np.float64 and a.flags.c_contiguous for a in acts.values())
+    # the same modules in the same order as the forward pass: the very same numbers
+    np.testing.assert_array_equal(acts[spec.model.layers[-1].name], be.predict(state, x))
+    # each layer's own output (NHWC, not torch's NCHW), blocks and their insides alike
+    reference: dict[str, np.ndarray] = {}
+    numpy_forward(spec.model.layers, w, x, reference)
+    assert set(reference) == set(expected)
+    for name, want in reference.items():
+        np.testing.assert_allclose(acts[name], want, rtol=1e-10, atol=1e-12, err_msg=name)
+
+
+def test_activations_in_graph_mode_leave_the_compiled_step_alone():
+    spec = zoo_spec()
+    be = backend(mode="graph", dtype="float32")
+    state = be.build(spec, (9, 7, 2), canonical_weights(spec, (9, 7, 2)))
+    rng = np.random.default_rng(3)
+    batch = Batch(rng.normal(size=(4, 9, 7, 2)).astype("float32"), rng.integers(0, 3, 4))
+    be.train_step(state, batch)
+    acts = be.activations(state, batch.x)  # eval mode, eager, no hooks
+    assert acts["fc"].dtype == np.float32
+    be.train_step(state, batch)  # back in train mode: the same graph, no retrace
+    assert be.stats(state) == {"traces": 1, "predict_traces": 0}
+    assert not state.model.body.fc._forward_hooks and not state.model.body.fc._forward_pre_hooks
+    np.testing.assert_allclose(
+        be.activations(state, batch.x)["fc"], be.predict(state, batch.x), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_layouts_round_trip_and_match_torch():

@@ -53,18 +53,28 @@ class NumpyBackend:
         velocity = {k: np.zeros_like(v) for k, v in params.items()}
         return {"spec": spec, "layers": layers, "params": params, "velocity": velocity, "steps": 0}
 
-    def _forward(self, state, x):
+    def _forward(self, state, x, seen=None):
         p, tape = state["params"], []
         a = x.reshape(len(x), -1)
         for layer in state["layers"]:
             if layer.type == "dense":
                 tape.append(("dense", layer.name, a))
-                a = a @ p[f"{layer.name}.kernel"] + p.get(f"{layer.name}.bias", 0)
+                a = a @ p[f"{layer.name}.kernel"] + self._bias(p, layer.name)
             elif layer.type in ACTIVATIONS:
                 z = a
                 a = ACTIVATIONS[layer.type][0](z)
                 tape.append((layer.type, z, a))
+            if seen is not None:
+                seen[layer.name] = a
         return a, tape
+
+    def _bias(self, params, name):
+        return params.get(f"{name}.bias", 0)
+
+    def activations(self, state, x):
+        seen = {}
+        self._forward(state, x, seen)
+        return seen
 
     def _loss_grad(self, state, batch: Batch):
         out, tape = self._forward(state, batch.x)
@@ -130,3 +140,11 @@ class NumpyBackend:
 
     def stats(self, state) -> dict[str, Any]:
         return {"traces": 0}
+
+
+class DropsBiasBackend(NumpyBackend):
+    """A deliberately wrong backend: forgets the bias of the layer named 'hidden'
+    in the forward pass (the kind of slip the equivalence check must catch)."""
+
+    def _bias(self, params, name):
+        return 0 if name == "hidden" else super()._bias(params, name)

@@ -83,3 +83,9 @@ def test_list_and_help():
 @pytest.mark.parametrize("argv", [["run", "--tasks", "xor", "--devices", "tpu"]])
 def test_unknown_device(argv, capsys):
     assert "allowed: cpu, gpu, auto" in error_of(argv, capsys)
+
+
+def test_check_usage_errors(capsys):
+    assert "allowed: float64, float32" in error_of(["check", "--dtype", "float16"], capsys)
+    assert "allowed: torch, tf, jax" in error_of(["check", "--frameworks", "mxnet"], capsys)
+    assert "at least 1" in error_of(["check", "--steps", "0"], capsys)

@@ -1,0 +1,311 @@
+"""Proof of equivalence: the frameworks compute the same function.
+
+Each framework runs in its own process (``python -m harness.check``), from
+the shared start, on the same batches, and saves what it computed: every
+layer's activation, the loss, every parameter's gradient, and the parameters
+after each of N optimizer steps. The harness then compares every pair of
+frameworks in numpy, at every layer and every step, against named
+tolerances, and says where they first part.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness import data
+from harness.backend import Backend, Batch, Options, load_backend
+from harness.cell import emit
+from harness.data.batching import batches, epoch_order
+from harness.init import canonical_weights
+from harness.spec import FLOAT64_RTOL, Dropout, TaskSpec, map_layers, parse_spec, walk
+
+Trace = dict[str, np.ndarray]  # "forward/<layer>", "loss", "grad/<param>", "step<i>/<param>"
+
+
+def without_dropout(spec: TaskSpec) -> TaskSpec:
+    """Dropout masks cannot match across frameworks: the check switches them off."""
+    layers = map_layers(
+        spec.model.layers,
+        lambda layer: (
+            layer.model_copy(update={"rate": 0.0}) if isinstance(layer, Dropout) else layer
+        ),
+    )
+    return spec.model_copy(update={"model": spec.model.model_copy(update={"layers": layers})})
+
+
+def check_batches(spec: TaskSpec, ds: data.Dataset, dtype: str) -> Iterator[Batch]:
+    """The training batches in the runner's order, epoch after epoch."""
+    r = spec.recipe
+    x = ds.x_train.astype(dtype)
+    y = data.targets(ds.y_train, r.loss, dtype)
+    for epoch in itertools.count():
+        yield from batches(x, y, r.batch_size, epoch_order(len(x), r.seed, epoch), True)
+
+
+def trace(backend: Backend, spec: TaskSpec, dtype: str, steps: int, data_dir=None) -> Trace:
+    """Everything one framework computes for the check, in canonical names."""
+    spec = without_dropout(spec)
+    ds = data.load(spec.data, data_dir)
+    shape = ds.sample_shape
+    state = backend.build(spec, shape, canonical_weights(spec, shape, dtype))
+    stream = check_batches(spec, ds, dtype)
+    first = next(stream)
+    out: Trace = {f"forward/{k}": v for k, v in backend.activations(state, first.x).items()}
+    out["output"] = backend.predict(state, first.x)
+    loss, grads = backend.loss_and_grads(state, first)
+    out["loss"] = np.asarray(loss)
+    out.update({f"grad/{k}": v for k, v in grads.items()})
+    batch = first
+    for step in range(1, steps + 1):
+        state, step_loss = backend.train_step(state, batch)
+        out[f"step{step}/loss"] = np.asarray(float(step_loss))
+        out.update({f"step{step}/{k}": v for k, v in backend.get_weights(state).items()})
+        batch = next(stream)
+    return out
+
+
+# --------------------------------------------------------------------------- comparing
+
+
+def difference(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Max absolute difference, and that relative to the larger tensor's largest
+    magnitude (normwise: a tiny element's rounding does not count as a large error)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape:
+        return float("inf"), float("inf")
+    diff = float(np.max(np.abs(a - b))) if a.size else 0.0
+    scale = max(
+        float(np.max(np.abs(a))) if a.size else 0.0, float(np.max(np.abs(b))) if b.size else 0.0
+    )
+    return diff, (diff / scale if scale > 0 else diff)
+
+
+def _worst(pairs: list[tuple[str, float, float]]) -> dict[str, Any]:
+    name, max_abs, max_rel = max(pairs, key=lambda p: p[2]) if pairs else ("", 0.0, 0.0)
+    return {"max_abs": max_abs, "max_rel": max_rel, "worst": name}
+
+
+def compare(
+    spec: TaskSpec, shape: tuple[int, ...], a: Trace, b: Trace, rtol: float
+) -> dict[str, Any]:
+    """Compare two frameworks' traces; says the first layer and step where they part."""
+    layers = [
+        (layer.name, *difference(a[f"forward/{layer.name}"], b[f"forward/{layer.name}"]))
+        for layer, _, _ in walk(spec.model.layers, shape)
+    ]
+    first_layer = next((n for n, _, rel in layers if rel > rtol), None)
+    params = sorted(k[5:] for k in a if k.startswith("grad/"))
+    grads = [(p, *difference(a[f"grad/{p}"], b[f"grad/{p}"])) for p in params]
+    steps, first_step = [], None
+    n_steps = sum(1 for k in a if k.endswith("/loss") and k.startswith("step"))
+    for i in range(1, n_steps + 1):
+        at = [(p, *difference(a[f"step{i}/{p}"], b[f"step{i}/{p}"])) for p in params]
+        worst = _worst(at)
+        steps.append({"step": i, **worst})
+        if first_step is None and worst["max_rel"] > rtol:
+            first_step = {"step": i, "param": worst["worst"], "max_rel": worst["max_rel"]}
+    output, loss = difference(a["output"], b["output"]), difference(a["loss"], b["loss"])
+    result = {
+        "forward": {
+            "max_abs": output[0],
+            "max_rel": output[1],
+            "first_layer": first_layer,
+            "layers": [{"layer": n, "max_abs": d, "max_rel": r} for n, d, r in layers],
+        },
+        "loss": {
+            "a": float(a["loss"]),
+            "b": float(b["loss"]),
+            "max_abs": loss[0],
+            "max_rel": loss[1],
+        },
+        "grads": _worst(grads),
+        "steps": {
+            "count": n_steps,
+            "max_rel": max((s["max_rel"] for s in steps), default=0.0),
+            "first_step": first_step,
+            "per_step": steps,
+        },
+    }
+    worst = max(output[1], loss[1], result["grads"]["max_rel"], result["steps"]["max_rel"])
+    result["max_rel"] = worst
+    result["status"] = "pass" if worst <= rtol and first_layer is None else "fail"
+    return result
+
+
+def tolerance(spec: TaskSpec, dtype: str) -> tuple[float, str]:
+    if dtype == "float64":
+        return FLOAT64_RTOL, "float64: the frameworks differ by rounding only"
+    return spec.tolerance.float32, spec.tolerance.why
+
+
+# --------------------------------------------------------------------------- worker
+
+
+def main() -> None:
+    """Worker: one framework, one mode, one dtype, several tasks; saves one .npz each."""
+    cfg = json.loads(sys.stdin.read())
+    sys.path[:0] = cfg.get("extra_paths", [])
+    out_dir = Path(cfg["out_dir"])
+    files, errors = {}, {}
+    backend = load_backend(cfg["target"])
+    backend.configure(
+        Options(cfg["mode"], cfg.get("device", "cpu"), cfg.get("threads", 0), cfg["dtype"])
+    )
+    for raw in cfg["specs"]:
+        spec = parse_spec(raw)
+        try:
+            t = trace(backend, spec, cfg["dtype"], cfg["steps"], cfg.get("data_dir"))
+            path = out_dir / f"{spec.name}-{cfg['framework']}-{cfg['mode']}-{cfg['dtype']}.npz"
+            np.savez(path, **t)
+            files[spec.name] = str(path)
+        except Exception as err:  # one task's failure is that task's status
+            errors[spec.name] = f"{type(err).__name__}: {err}\n" + "".join(
+                traceback.format_exception(err)[-4:]
+            )
+        emit("task", task=spec.name, ok=spec.name in files)
+    emit("record", record={"files": files, "errors": errors})
+
+
+if __name__ == "__main__":
+    main()
+
+
+# --------------------------------------------------------------------------- orchestration
+
+
+def _pairs(
+    frameworks: list[str], modes: list[str]
+) -> list[tuple[tuple[str, str], tuple[str, str]]]:
+    """Every pair of frameworks in the same mode, then each framework's eager vs graph."""
+    pairs = [((a, m), (b, m)) for m in modes for a, b in itertools.combinations(frameworks, 2)]
+    if "eager" in modes:
+        pairs += [((fw, "eager"), (fw, m)) for fw in frameworks for m in modes if m != "eager"]
+    return pairs
+
+
+def run_check(
+    specs: list[tuple[TaskSpec, str]],
+    backends: dict[str, Any],
+    modes: list[str],
+    dtypes: list[str],
+    steps: int,
+    out_dir: Path,
+    data_dir: str | None = None,
+    progress: bool = True,
+    timeout_s: float = 1800.0,
+    extra_paths: tuple[str, ...] = (),
+) -> list[dict[str, Any]]:
+    """Trace every framework x mode x dtype (one process each, all tasks in it), then
+    compare every pair; returns one record per task x dtype x pair, also written to
+    ``out_dir/equivalence.jsonl``."""
+    from tqdm.auto import tqdm
+
+    from harness.backend import install_hint, missing_packages
+    from harness.runner import run_worker, thread_env
+
+    trace_dir = out_dir / "traces"
+    trace_dir.mkdir(parents=True, exist_ok=True)
+    found: dict[tuple[str, str, str], dict[str, str]] = {}  # (fw, mode, dtype) -> task -> file
+    problems: dict[tuple[str, str, str], dict[str, str]] = {}
+    groups = [
+        (fw, m, d)
+        for fw, info in backends.items()
+        for m in modes
+        if m in info.modes
+        for d in dtypes
+    ]
+    bar = tqdm(groups, disable=not progress, unit="process", dynamic_ncols=True)
+    for fw, mode, dtype in bar:
+        bar.set_description(f"check {fw}/{mode}/{dtype}")
+        info = backends[fw]
+        if missing_packages(info):
+            problems[(fw, mode, dtype)] = {s.name: install_hint(info) for s, _ in specs}
+            continue
+        cfg = {
+            "framework": fw,
+            "target": info.target,
+            "mode": mode,
+            "dtype": dtype,
+            "steps": steps,
+            "specs": [s.model_dump(mode="json") for s, _ in specs],
+            "out_dir": str(trace_dir),
+            "data_dir": data_dir,
+            "extra_paths": list(extra_paths),
+        }
+        log = out_dir / "logs" / f"check-{fw}-{mode}-{dtype}.log"
+        result = run_worker("harness.check", cfg, thread_env(0), timeout_s, log)
+        if result.record is None:
+            problems[(fw, mode, dtype)] = {s.name: result.detail for s, _ in specs}
+            continue
+        found[(fw, mode, dtype)] = result.record["files"]
+        problems[(fw, mode, dtype)] = result.record["errors"]
+    records = []
+    for spec, _ in specs:
+        shape = data.sample_shape(spec.data, data_dir)
+        for dtype in dtypes:
+            rtol, why = tolerance(spec, dtype)
+            for (fa, ma), (fb, mb) in _pairs(list(backends), modes):
+                if ma not in backends[fa].modes or mb not in backends[fb].modes:
+                    continue
+                rec = {
+                    "task": spec.name,
+                    "dtype": dtype,
+                    "a": f"{fa}/{ma}",
+                    "b": f"{fb}/{mb}",
+                    "steps_asked": steps,
+                    "rtol": rtol,
+                    "tolerance_why": why,
+                }
+                files = [
+                    found.get((f, m, dtype), {}).get(spec.name) for f, m in ((fa, ma), (fb, mb))
+                ]
+                if None in files:
+                    why_not = [
+                        problems.get((f, m, dtype), {}).get(spec.name, "not traced")
+                        for (f, m), p in zip(((fa, ma), (fb, mb)), files, strict=True)
+                        if p is None
+                    ]
+                    records.append({**rec, "status": "error", "error": "; ".join(why_not)})
+                    continue
+                with np.load(files[0]) as a, np.load(files[1]) as b:
+                    records.append({**rec, **compare(spec, shape, dict(a), dict(b), rtol)})
+    with (out_dir / "equivalence.jsonl").open("w") as f:
+        for rec in records:
+            f.write(json.dumps(rec) + "\n")
+    return records
+
+
+def check_table(records: list[dict[str, Any]]) -> str:
+    """One line per task x dtype x pair: the largest relative differences and where."""
+    rows = [
+        f"{'task':<20} {'dtype':<8} {'pair':<26} {'forward':>9} {'loss':>9} {'grads':>9} "
+        f"{'steps':>9}  status"
+    ]
+    for r in records:
+        pair = f"{r['a']} vs {r['b']}"
+        if r["status"] == "error":
+            rows.append(
+                f"{r['task']:<20} {r['dtype']:<8} {pair:<26} error: {r['error'].splitlines()[0][:80]}"
+            )
+            continue
+        where = ""
+        if r["status"] == "fail":
+            if r["forward"]["first_layer"]:
+                where = f" (first at layer {r['forward']['first_layer']})"
+            elif r["steps"]["first_step"]:
+                fs = r["steps"]["first_step"]
+                where = f" (first at step {fs['step']}, {fs['param']})"
+        rows.append(
+            f"{r['task']:<20} {r['dtype']:<8} {pair:<26} {r['forward']['max_rel']:9.1e} "
+            f"{r['loss']['max_rel']:9.1e} {r['grads']['max_rel']:9.1e} {r['steps']['max_rel']:9.1e}  "
+            f"{r['status']} (rtol {r['rtol']:.0e}){where}"
+        )
+    return "\n".join(rows)

@@ -1,0 +1,49 @@
+"""`rosetta check` on every built-in task, every pair of installed frameworks:
+same canonical weights + same batches => the same activations at every layer, the
+same loss and gradients, and the same parameters after each of 5 optimizer steps.
+
+float64 is the tight check (rounding only, rtol 1e-9), in eager and graph mode;
+float32 uses each task's stated tolerance (its spec's ``tolerance.why``), in
+eager mode here to keep the suite short (``rosetta check`` runs graph float32 too).
+Each framework runs in its own process, as in a real check.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.api import select_specs
+from harness.backend import BACKENDS
+from harness.check import run_check
+from tests.conftest import installed_backends
+
+STEPS = 5
+FRAMEWORKS = installed_backends()
+pytestmark = pytest.mark.skipif(len(FRAMEWORKS) < 2, reason="needs two frameworks installed")
+
+
+def failures(records):
+    lines = []
+    for r in records:
+        if r["status"] == "pass":
+            continue
+        where = (
+            r.get("error")
+            or f"max rel {r['max_rel']:.2e} > {r['rtol']:.0e}; "
+            f"first layer {r['forward']['first_layer']}, first step {r['steps']['first_step']}"
+        )
+        lines.append(f"{r['task']} {r['dtype']} {r['a']} vs {r['b']}: {where}")
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize(
+    "modes,dtype",
+    [(["eager", "graph"], "float64"), (["eager"], "float32")],
+    ids=["float64", "float32"],
+)
+def test_every_task_every_pair_every_step(modes, dtype, tmp_path):
+    backends = {fw: BACKENDS[fw] for fw in FRAMEWORKS}
+    records = run_check(select_specs(), backends, modes, [dtype], STEPS, tmp_path, progress=False)
+    assert records
+    assert all(r["steps"]["count"] == STEPS for r in records if r["status"] != "error")
+    assert not failures(records), failures(records)
