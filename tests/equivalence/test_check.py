@@ -47,3 +47,23 @@ def test_every_task_every_pair_every_step(modes, dtype, tmp_path):
     assert records
     assert all(r["steps"]["count"] == STEPS for r in records if r["status"] != "error")
     assert not failures(records), failures(records)
+
+
+OPTIMIZERS = {
+    "sgd_wd": {"name": "sgd", "learning_rate": 0.02, "momentum": 0.9, "weight_decay": 0.01},
+    "adam": {"name": "adam", "learning_rate": 0.001},
+    # a large epsilon makes its placement (before or after bias correction) visible
+    "adam_wd_eps": {"name": "adam", "learning_rate": 0.001, "epsilon": 1e-3, "weight_decay": 0.01},
+}
+
+
+def test_optimizers_agree_step_by_step(tmp_path):
+    ((lenet, source),) = select_specs(["lenet"])
+    specs = []
+    for name, opt in OPTIMIZERS.items():
+        recipe = lenet.recipe.model_copy(update={"optimizer": type(lenet.recipe.optimizer)(**opt)})
+        specs.append((lenet.model_copy(update={"name": f"lenet_{name}", "recipe": recipe}), source))
+    backends = {fw: BACKENDS[fw] for fw in FRAMEWORKS}
+    records = run_check(specs, backends, ["eager"], ["float64"], STEPS, tmp_path, progress=False)
+    assert {r["task"] for r in records} == {s.name for s, _ in specs}
+    assert not failures(records), failures(records)
