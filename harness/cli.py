@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from harness.backend import BACKENDS, MODES, missing_packages, package_version
 
@@ -16,6 +18,7 @@ EPILOG = """examples:
   rosetta run --spec my_task.toml
   rosetta check                                      # the frameworks compute the same function
   rosetta check --tasks lenet --steps 20 --dtype float64
+  rosetta report results/<run-id>                    # report.html, report.md, report.csv
 """
 
 
@@ -101,6 +104,18 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--data-dir", help="check on the real data files instead of embedded data")
     c.add_argument("--out", help="write equivalence.jsonl here instead of results/<run-id>/")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
+    rp = sub.add_parser(
+        "report",
+        help="write a run folder's report: report.html, report.md (+ figures/), report.csv",
+        description="Turn a run folder into reports: report.html (one self-contained page, "
+        "figures inlined), report.md with its PNG figures in figures/, and report.csv (the "
+        "summary table). Uses the folder's equivalence.jsonl (from `rosetta check --out "
+        "RUN_DIR`) and run.json when present. `rosetta run` writes these reports itself; "
+        "this command redraws them.",
+    )
+    rp.add_argument(
+        "run_dir", metavar="RUN_DIR", help="a folder written by `rosetta run` (results/<run-id>/)"
+    )
     return p
 
 
@@ -135,7 +150,8 @@ def cmd_list() -> int:
 
 def cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     from harness.api import cells
-    from harness.results import ResultStore, table, write_report
+    from harness.report import write_report
+    from harness.results import ResultStore, table
     from harness.runner import UsageError, run_matrix
 
     matrix = cells(
@@ -152,13 +168,14 @@ def cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     )
     if not matrix:
         raise UsageError("nothing to run: none of the chosen frameworks offers the chosen modes")
-    store = ResultStore(args.out)
+    store = ResultStore(args.out, command=shlex.join(["rosetta", *argv]))
     print(f"rosetta: {len(matrix)} cells, results in {store.dir}/", flush=True)
     records = run_matrix(matrix, store, progress=not args.quiet)
     print()
     print(table(records))
-    report = write_report(records, store.dir / "report.md", "rosetta " + " ".join(argv))
-    print(f"\nrecords: {store.records_path}\nsummary: {store.summary_path}\nreport:  {report}")
+    paths = write_report(store.dir)
+    print(f"\nrecords: {store.records_path}\nsummary: {store.summary_path}")
+    print(f"report:  {paths['html']}\n         {paths['md']}")
     bad = [r for r in records if r["status"] not in ("ok", "unavailable")]
     return 1 if bad else 0
 
@@ -209,6 +226,22 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from harness.report import write_report
+    from harness.runner import UsageError
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "records.jsonl").is_file():
+        what = "is not a folder" if not run_dir.is_dir() else "has no records.jsonl"
+        raise UsageError(
+            f"{run_dir} {what}: give a folder written by `rosetta run` (results/<run-id>/)"
+        )
+    paths = write_report(run_dir)
+    print(f"report: {paths['html']}\n        {paths['md']} (figures in {paths['figures']}/)")
+    print(f"        {paths['csv']}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from harness.data import DataError
     from harness.runner import UsageError
@@ -219,6 +252,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "check":
             return cmd_check(args)
+        if args.command == "report":
+            return cmd_report(args)
         return cmd_list() if args.command == "list" else cmd_run(args, argv)
     except (SpecError, DataError, UsageError) as err:
         # user errors: one clear message, no traceback

@@ -1,10 +1,12 @@
 """The result record store: ``records.jsonl`` (one JSON record per cell, appended
-as each cell ends, so a crash keeps what ran) and ``summary.csv``, plus the
-pandas view and the terminal table."""
+as each cell ends, so a crash keeps what ran), ``summary.csv`` and ``run.json``
+(the command that started the run), plus the pandas view and the terminal table.
+The HTML and Markdown reports live in :mod:`harness.report`."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import time
@@ -14,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 RESULTS_DIR = Path("results")
+RUN_INFO = "run.json"
 SUMMARY_COLUMNS = [
     "task",
     "framework",
@@ -43,15 +46,43 @@ def new_run_id() -> str:
 
 
 class ResultStore:
-    """Where one run's files go: ``<out>/records.jsonl``, ``summary.csv``, ``logs/``."""
+    """Where one run's files go: ``<out>/records.jsonl``, ``summary.csv``, ``logs/``,
+    and ``run.json`` when the run's command is given."""
 
-    def __init__(self, out_dir: str | Path | None = None, run_id: str | None = None):
+    def __init__(
+        self,
+        out_dir: str | Path | None = None,
+        run_id: str | None = None,
+        command: str | None = None,
+    ):
         self.run_id = run_id or new_run_id()
         self.dir = Path(out_dir) if out_dir else RESULTS_DIR / self.run_id
         self.dir.mkdir(parents=True, exist_ok=True)
         self.records_path = self.dir / "records.jsonl"
         self.summary_path = self.dir / "summary.csv"
         self.records: list[dict[str, Any]] = []
+        if command is not None:
+            self.write_run_info(command)
+
+    def write_run_info(self, command: str) -> Path:
+        """Save the command that starts this run, so the report can say how to repeat it.
+
+        Args:
+            command: the full command line, as a shell would take it.
+
+        Returns:
+            The path of ``run.json``.
+        """
+        info = {
+            "run_id": self.run_id,
+            "command": command,
+            # relative --spec and --data-dir paths only mean something from here
+            "cwd": os.getcwd(),
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        path = self.dir / RUN_INFO
+        path.write_text(json.dumps(info, indent=2) + "\n")
+        return path
 
     def log_path(self, label: str) -> Path:
         return self.dir / "logs" / (re.sub(r"[^A-Za-z0-9_.-]+", "_", label) + ".log")
@@ -70,6 +101,14 @@ def load_records(path: str | Path) -> list[dict[str, Any]]:
         path = path / "records.jsonl"
     with path.open() as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def load_run_info(run_dir: str | Path) -> dict[str, Any] | None:
+    """The run's ``run.json`` (command, run id, cwd), or None where it was not written."""
+    path = Path(run_dir) / RUN_INFO
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())
 
 
 def _headline(record: dict[str, Any]) -> tuple[str | None, float | None]:
@@ -141,72 +180,3 @@ def table(records: list[dict[str, Any]]) -> str:
 
 def _fmt(digits: int):
     return lambda v: "-" if v is None or pd.isna(v) else f"{v:.{digits}f}"
-
-
-def markdown_table(df: pd.DataFrame) -> str:
-    """A DataFrame as a GitHub-flavoured Markdown table."""
-    text = [
-        ["-" if v is None or pd.isna(v) else str(v) for v in row]
-        for row in df.itertuples(index=False)
-    ]
-    lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
-    lines += ["| " + " | ".join(row) + " |" for row in text]
-    return "\n".join(lines)
-
-
-def write_report(records: list[dict[str, Any]], path: str | Path, command: str) -> Path:
-    """A short Markdown report of a run: the table, what failed and why, the environment."""
-    df = summary(records)
-    shown = df[
-        [
-            "task",
-            "framework",
-            "mode",
-            "status",
-            "test_metric",
-            "test_value",
-            "first_step_s",
-            "step_median_ms",
-            "total_s",
-            "epochs_to_target",
-        ]
-    ].copy()
-    for col, digits in (
-        ("test_value", 4),
-        ("first_step_s", 3),
-        ("step_median_ms", 3),
-        ("total_s", 1),
-        ("epochs_to_target", 0),
-    ):
-        shown[col] = shown[col].map(_fmt(digits))
-    parts = [
-        f"# Rosetta run {records[0].get('run_id', '') if records else ''}",
-        "",
-        f"Reproduce with: `{command}`",
-        "",
-        markdown_table(shown),
-        "",
-    ]
-    bad = [r for r in records if r["status"] != "ok"]
-    if bad:
-        parts += ["## Cells that did not finish", ""]
-        parts += [
-            f"- **{r['task']}/{r['framework']}/{r['mode']}**: {r['status']}: "
-            f"{(r.get('error') or '').splitlines()[0] if r.get('error') else ''}"
-            for r in bad
-        ]
-        parts.append("")
-    versions = {k: v for r in records for k, v in (r.get("versions") or {}).items()}
-    env = next((r for r in records if r.get("platform")), {})
-    parts += [
-        "## Environment",
-        "",
-        f"- python {env.get('python', '?')} on {env.get('platform', '?')}",
-        "- " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())),
-        f"- threads per cell: {env.get('threads', 0) or 'framework default'}; "
-        f"precision {env.get('dtype', 'float32')}; init {env.get('init', 'shared')}",
-        "",
-    ]
-    path = Path(path)
-    path.write_text("\n".join(parts))
-    return path

@@ -11,7 +11,7 @@ import sys
 for name in ("torch", "tensorflow", "keras", "jax", "jaxlib", "flax", "optax"):
     sys.modules[name] = None  # any import of it now raises ImportError
 import harness, harness.api, harness.cli, harness.cell, harness.runner, harness.results
-import harness.data, harness.init, harness.metrics, harness.timing
+import harness.data, harness.init, harness.metrics, harness.timing, harness.check, harness.report
 from harness.cli import main
 main(["list"])
 """

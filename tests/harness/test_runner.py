@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from harness.backend import BackendInfo
-from harness.results import ResultStore, load_records, summary, table, write_report
+from harness.report import write_report
+from harness.results import ResultStore, load_records, summary, table
 from harness.runner import Cell, run_cell_process, run_matrix
 from harness.spec import resolve_task
 
@@ -112,11 +113,12 @@ def test_records_are_json_and_summarize(tmp_path):
 
 
 def test_report_shows_failed_and_missing_values(tmp_path, monkeypatch):
-    ok = run_one(cell("xor"), tmp_path)
+    store = ResultStore(tmp_path / "run", command="rosetta run --tasks xor")
+    store.add(run_one(cell("xor"), tmp_path))
     monkeypatch.setenv("ROSETTA_FAKE_FAULT", "raise")
-    bad = run_one(cell("xor_single_layer"), tmp_path)
-    path = write_report([ok, bad], tmp_path / "report.md", "rosetta run --tasks xor")
-    text = path.read_text()
-    assert "| xor | fake | eager | ok | accuracy | 1.0000 |" in text
-    assert "xor_single_layer/fake/eager**: failed: ValueError: injected failure" in text
-    assert "`rosetta run --tasks xor`" in text
+    store.add(run_one(cell("xor_single_layer"), tmp_path))
+    text = write_report(store.dir)["md"].read_text()
+    assert "| xor | fake | eager | ok | accuracy 1.0000 |" in text
+    assert "| xor_single_layer | fake | eager | failed | - | - | - |" in text
+    assert "**xor_single_layer/fake/eager/cpu**: failed: ValueError: injected failure" in text
+    assert "rosetta run --tasks xor\n```" in text

@@ -1,0 +1,177 @@
+"""Reports of a run folder: ``report.html`` (self-contained), ``report.md`` with its
+figures in ``figures/``, and ``report.csv`` (the summary table, raw numbers).
+
+Framework-free: numpy, pandas and matplotlib's Agg canvas only.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from harness.report import plots, tables
+from harness.report.environment import environment, reproduce, tasks_table
+from harness.report.render import Content, Image, to_html, to_markdown
+from harness.results import load_records, load_run_info
+
+__all__ = ["build", "write_report"]
+
+Record = dict[str, Any]
+
+
+def write_report(run_dir: str | Path) -> dict[str, Path]:
+    """Write a run folder's reports next to its records.
+
+    Args:
+        run_dir: a folder with ``records.jsonl``; its ``equivalence.jsonl`` (from
+            ``rosetta check --out RUN_DIR``) and ``run.json`` are used when present.
+
+    Returns:
+        The paths written: ``html``, ``md``, ``csv`` and ``figures`` (the folder).
+
+    Raises:
+        FileNotFoundError: the folder has no ``records.jsonl``.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "records.jsonl").is_file():
+        raise FileNotFoundError(f"{run_dir} has no records.jsonl")
+    content, df = build(run_dir)
+    figures = run_dir / "figures"
+    figures.mkdir(exist_ok=True)
+    for image in [*content.curves, content.step_time, content.first_step]:
+        if image.png is not None:
+            (figures / image.name).write_bytes(image.png)
+    paths = {
+        "html": run_dir / "report.html",
+        "md": run_dir / "report.md",
+        "csv": run_dir / "report.csv",
+        "figures": figures,
+    }
+    paths["html"].write_text(to_html(content))
+    paths["md"].write_text(to_markdown(content))
+    df.to_csv(paths["csv"], index=False)
+    return paths
+
+
+def load_equivalence(run_dir: Path) -> list[Record] | None:
+    """``equivalence.jsonl``'s records, or None where ``rosetta check`` wrote none here."""
+    path = run_dir / "equivalence.jsonl"
+    if not path.is_file():
+        return None
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def build(run_dir: Path) -> tuple[Content, Any]:
+    """The report's content and its summary DataFrame, from a run folder's files."""
+    records, superseded = tables.latest_per_cell(load_records(run_dir))
+    equivalence = load_equivalence(run_dir)
+    run_info = load_run_info(run_dir)
+    df = tables.summary_table(records, equivalence)
+    command, command_note = reproduce(run_info, records)
+    counts = Counter(r.get("status", "?") for r in records)
+    run_id = (run_info or {}).get("run_id") or next(
+        (r["run_id"] for r in records if r.get("run_id")), ""
+    )
+    notes = []
+    if superseded:
+        notes.append(
+            f"{superseded} earlier records of re-run cells are superseded by their latest."
+        )
+    content = Content(
+        title=f"Rosetta run {run_id}".strip(),
+        intro=f"{len(records)} cells: " + ", ".join(f"{n} {s}" for s, n in counts.most_common()),
+        table=tables.display_table(df),
+        table_notes=_table_notes(equivalence),
+        not_finished=tables.not_finished(records),
+        curves=_curve_images(records),
+        step_time=_bar_image(df, "step_time.png", "step_median_ms", "ms per step", True),
+        first_step=_bar_image(df, "first_step.png", "first_step_s", "seconds", False),
+        environment=environment(records, run_info),
+        tasks=tasks_table(records),
+        command=command,
+        command_note=command_note,
+        notes=notes,
+    )
+    return content, df
+
+
+def _table_notes(equivalence: list[Record] | None) -> list[str]:
+    notes = [
+        "test metric: the headline metric on the test split after the last epoch.",
+        "to target: training seconds (evaluation excluded) and epochs until the test metric "
+        "first met the task's target.",
+        "first step: the first train step's seconds, which include tracing and compiling.",
+        "step ms: the median of the steady-state steps (after the first and the warm-up), "
+        "with their interquartile range.",
+        "graph speed-up: the eager mode's median step over this mode's, same task, framework "
+        "and device; above 1 means faster than eager.",
+    ]
+    if equivalence is None:
+        notes.append(
+            "equivalence: not shown, this folder has no equivalence.jsonl "
+            "(rosetta check --out RUN_DIR writes one)."
+        )
+    else:
+        notes.append(
+            "equivalence: pass when every rosetta check comparison involving the framework "
+            "(either side, any mode and precision) passed for the task."
+        )
+    return notes
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+
+
+def _curve_images(records: list[Record]) -> list[Image]:
+    images = []
+    for task in dict.fromkeys(r["task"] for r in records):
+        task_records = [r for r in records if r["task"] == task]
+        fig = plots.learning_curves(task_records)
+        png = None if fig is None else plots.png(fig)
+        caption = _curve_caption(task_records, drawn=fig is not None)
+        images.append(Image(f"curves_{_slug(task)}.png", task, caption, png))
+    return images
+
+
+def _curve_caption(task_records: list[Record], drawn: bool) -> str:
+    missing = ", ".join(
+        f"{r['framework']}/{r['mode']} ({r['status']})" for r in task_records if not r.get("curve")
+    )
+    if not drawn:
+        return f"No cell of this task trained an epoch: {missing}."
+    caption = (
+        "Thin faint lines: the value at each epoch; thick lines: their exponentially "
+        f"weighted mean (pandas ewm, alpha={plots.EWM_ALPHA:g}). Colour: framework; "
+        "line style: mode."
+    )
+    if all(r.get("init") == "shared" for r in task_records):
+        caption += (
+            " Every cell starts from the same weights and sees the same batches, so "
+            "frameworks that compute the same function draw coinciding lines (the last "
+            "drawn lies on top)."
+        )
+    return caption + (f" No curve for: {missing}." if missing else "")
+
+
+def _bar_image(df, name: str, value: str, ylabel: str, steps: bool) -> Image:
+    if steps:
+        title = "Steady-state step time (median)"
+        caption = (
+            "Median milliseconds per training step after the first step and the warm-up, "
+            "per framework and mode; whiskers span the interquartile range, centred on the "
+            "median (the records keep the IQR, not its quartiles). Each panel has its own scale."
+        )
+    else:
+        title = "First step (trace + compile)"
+        caption = (
+            "Seconds of the first training step, which includes tracing and compiling in "
+            "graph modes. Each panel has its own scale."
+        )
+    fig = plots.bar_facets(df, value, ylabel, title, iqr="step_iqr_ms" if steps else None)
+    if fig is None:
+        return Image(name, "", "No cells.", None)
+    return Image(name, "", caption + " Cells that did not finish are named in red.", plots.png(fig))

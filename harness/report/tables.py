@@ -1,0 +1,158 @@
+"""The report's tables: the summary (with graph speed-ups and equivalence verdicts),
+as raw numbers and as shown, and the cells that did not finish."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import pandas as pd
+
+from harness.results import summary
+
+Record = dict[str, Any]
+
+NOTE_CHARS = 90  # the table's note column; the full reason is in its own section
+
+
+def latest_per_cell(records: list[Record]) -> tuple[list[Record], int]:
+    """The last record of each cell (a folder re-run with ``--out`` appends), and how
+    many earlier ones it superseded."""
+    latest: dict[tuple, Record] = {}
+    for r in records:
+        key = (r.get("task"), r.get("framework"), r.get("mode"), r.get("device"))
+        latest.pop(key, None)  # re-insert so the order is the latest run's
+        latest[key] = r
+    return list(latest.values()), len(records) - len(latest)
+
+
+def summary_table(records: list[Record], equivalence: list[Record] | None = None) -> pd.DataFrame:
+    """The run's summary with the report's columns: raw numbers, one row per cell.
+
+    Args:
+        records: the run's cell records.
+        equivalence: ``equivalence.jsonl`` records, or None where the run has none.
+
+    Returns:
+        :func:`harness.results.summary` plus ``target``, ``speedup_vs_eager`` (eager
+        median step / this mode's, same task, framework and device) and
+        ``equivalence`` (None where no check was run).
+    """
+    df = summary(records)
+    df["target"] = [target_text(r.get("target")) for r in records]
+    df["speedup_vs_eager"] = speedups(df)
+    verdicts = equivalence_verdicts(equivalence) if equivalence is not None else {}
+    df["equivalence"] = [
+        verdicts.get((t, f), "not checked") if equivalence is not None else None
+        for t, f in zip(df["task"], df["framework"], strict=True)
+    ]
+    return df
+
+
+def speedups(df: pd.DataFrame) -> pd.Series:
+    """Eager median step time over each other mode's, for cells that finished."""
+    key = ["task", "framework", "device"]
+    ok = df["status"] == "ok"
+    eager = df[ok & (df["mode"] == "eager")].drop_duplicates(key, keep="last")
+    base = df[key].merge(eager[[*key, "step_median_ms"]], on=key, how="left")["step_median_ms"]
+    ratio = base.to_numpy(dtype=float) / df["step_median_ms"].to_numpy(dtype=float)
+    return pd.Series(ratio, index=df.index).where(ok & (df["mode"] != "eager"))
+
+
+def equivalence_verdicts(records: list[Record]) -> dict[tuple[str, str], str]:
+    """``(task, framework) -> "pass"`` when every check record naming that framework
+    passed, else ``"fail (k of n)"``."""
+    passed: dict[tuple[str, str], list[bool]] = defaultdict(list)
+    for r in records:
+        for framework in {r["a"].split("/")[0], r["b"].split("/")[0]}:
+            passed[(r["task"], framework)].append(r.get("status") == "pass")
+    return {
+        key: "pass" if all(ok) else f"fail ({ok.count(False)} of {len(ok)})"
+        for key, ok in passed.items()
+    }
+
+
+def target_text(target: dict[str, Any] | None) -> str | None:
+    """A task's target as the report writes it (``accuracy >= 0.95``); None for none."""
+    if not target:
+        return None
+    sense = "<=" if target["metric"] in ("mse", "loss") else ">="
+    return f"{target['metric']} {sense} {target['value']:g}"
+
+
+def num(value: Any) -> str:
+    """A number with the digits that matter at its size; ``-`` for a missing one."""
+    if value is None or pd.isna(value):
+        return "-"
+    size = abs(value)
+    digits = 0 if size >= 100 else 1 if size >= 10 else 2 if size >= 1 else 3
+    return f"{value:.{digits}f}"
+
+
+def display_table(df: pd.DataFrame) -> pd.DataFrame:
+    """The summary as the report shows it: formatted strings, readable headers."""
+    show = pd.DataFrame(
+        {
+            "task": df["task"],
+            "framework": df["framework"],
+            "mode": df["mode"],
+            "device": df["device"],
+            "status": df["status"],
+            "test metric": [
+                f"{m} {v:.4f}" if isinstance(m, str) and pd.notna(v) else "-"
+                for m, v in zip(df["test_metric"], df["test_value"], strict=True)
+            ],
+            "to target s": [_to_target(r, r.time_to_target_s, num) for r in df.itertuples()],
+            "to target epochs": [
+                _to_target(r, r.epochs_to_target, lambda v: f"{v:.0f}") for r in df.itertuples()
+            ],
+            "first step s": df["first_step_s"].map(num),
+            "step ms median (IQR)": [
+                "-" if pd.isna(m) else f"{num(m)} ({num(q)})"
+                for m, q in zip(df["step_median_ms"], df["step_iqr_ms"], strict=True)
+            ],
+            "graph speed-up": df["speedup_vs_eager"].map(
+                lambda v: "-" if pd.isna(v) else f"{v:.2f}x"
+            ),
+            "equivalence": df["equivalence"].fillna("-"),
+            "note": df["error"].map(_note),
+        }
+    )
+    if df["device"].nunique() <= 1:
+        show = show.drop(columns="device")
+    if df["equivalence"].isna().all():
+        show = show.drop(columns="equivalence")
+    if not show["note"].any():
+        show = show.drop(columns="note")
+    return show
+
+
+def _to_target(row: Any, value: Any, fmt) -> str:
+    if pd.notna(value):
+        return fmt(value)
+    # "not reached" only means something for a cell that finished and had a target
+    return "not reached" if row.status == "ok" and row.target else "-"
+
+
+def _note(error: Any) -> str:
+    if not isinstance(error, str) or not error:
+        return ""
+    return error if len(error) <= NOTE_CHARS else error[: NOTE_CHARS - 3] + "..."
+
+
+def not_finished(records: list[Record]) -> list[dict[str, str]]:
+    """The cells whose status is not ``ok``: label, status, the reason's first line, all of it."""
+    out = []
+    for r in records:
+        if r.get("status") == "ok":
+            continue
+        error = (r.get("error") or "no reason recorded").strip()
+        out.append(
+            {
+                "cell": f"{r['task']}/{r['framework']}/{r['mode']}/{r.get('device', 'cpu')}",
+                "status": r.get("status", "?"),
+                "reason": error.splitlines()[0],
+                "detail": error,
+            }
+        )
+    return out

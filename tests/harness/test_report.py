@@ -1,0 +1,184 @@
+"""Reports with no framework: records from the numpy backend through the real runner,
+and small hand-made records for the cases a fake run cannot reach."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness.cli import main
+from harness.report import write_report
+from harness.report.render import SECTIONS
+from harness.report.tables import summary_table
+from harness.results import ResultStore
+from harness.runner import run_matrix
+from tests.harness.test_runner import ABSENT, cell
+
+COMMAND = "rosetta run --tasks xor --frameworks fake"
+
+
+def make_run(run_dir: Path) -> Path:
+    """An ok cell, a failed one (no curve: it fails at its first step) and an
+    unavailable one (no curve, few fields), written by the real runner and store."""
+    store = ResultStore(run_dir, command=COMMAND)
+    run_matrix([cell("xor"), cell("xor", backend=ABSENT)], store, progress=False)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ROSETTA_FAKE_FAULT", "raise")
+        run_matrix([cell("xor_single_layer")], store, progress=False)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> dict[str, Path]:
+    run_dir = make_run(tmp_path_factory.mktemp("run"))
+    check = {"task": "xor", "dtype": "float64", "status": "pass", "max_rel": 1e-16}
+    lines = [{**check, "a": "fake/eager", "b": "fake/graph"}]
+    (run_dir / "equivalence.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    return write_report(run_dir)
+
+
+def test_html_is_self_contained_with_every_section(report):
+    text = report["html"].read_text()
+    assert "data:image/png;base64," in text
+    # nothing fetched: no src/href pointing at a server, no external stylesheet or script
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", text)
+    assert "<script" not in text and "<link" not in text
+    for heading in SECTIONS:
+        assert f">{heading}</h2>" in text, heading
+    assert "xor</h3>" in text and "xor_single_layer</h3>" in text
+
+
+def test_failed_and_unavailable_cells_show_their_reason(report):
+    html = report["html"].read_text()
+    md = report["md"].read_text()
+    for text in (html, md):
+        assert "xor_single_layer/fake/eager/cpu" in text
+        assert "ValueError: injected failure" in text
+        assert "pip install -e &#x27;.[ghost]&#x27;" in text or "pip install -e '.[ghost]'" in text
+    assert 'class="status-failed"' in html and 'class="status-unavailable"' in html
+    # the task with no curve at all says so instead of a figure
+    assert "No cell of this task trained an epoch: fake/eager (failed)." in md
+
+
+def test_markdown_figures_exist_and_csv_has_the_summary(report):
+    md = report["md"].read_text()
+    for heading in SECTIONS:
+        assert f"## {heading}" in md
+    images = re.findall(r"!\[[^]]*\]\((figures/[^)]+\.png)\)", md)
+    assert "figures/curves_xor.png" in images and "figures/step_time.png" in images
+    for image in images:
+        assert (report["md"].parent / image).read_bytes().startswith(b"\x89PNG")
+    df = pd.read_csv(report["csv"])
+    assert list(df["status"]) == ["ok", "unavailable", "failed"]
+    assert {"speedup_vs_eager", "equivalence", "time_to_target_s"} <= set(df.columns)
+    assert df.loc[0, "equivalence"] == "pass"
+
+
+def test_environment_and_reproduce_come_from_run_json(report):
+    md = report["md"].read_text()
+    assert f"```bash\n{COMMAND}\n```" in md
+    assert "as recorded in run.json" in md
+    assert "numpy " in md and "**precision**: float32" in md and "**threads per cell**" in md
+
+
+def test_reproduce_falls_back_without_run_json(report, tmp_path):
+    records = report["md"].parent / "records.jsonl"
+    (tmp_path / "records.jsonl").write_text(records.read_text())
+    md = write_report(tmp_path)["md"].read_text()
+    assert "reconstructed from the records" in md
+    assert "rosetta run --tasks xor,xor_single_layer --frameworks fake,ghost --modes eager" in md
+
+
+def record(framework, mode, status="ok", median_s=None, curve=(), **kw):
+    return {
+        "task": "t",
+        "framework": framework,
+        "mode": mode,
+        "device": "cpu",
+        "status": status,
+        "step_median_s": median_s,
+        "step_iqr_s": None if median_s is None else median_s / 10,
+        "curve": list(curve),
+        "target": {"metric": "accuracy", "value": 0.9},
+        **kw,
+    }
+
+
+def test_speedup_is_eager_median_over_graph_median():
+    records = [
+        record("a", "eager", median_s=0.012),
+        record("a", "graph", median_s=0.003),
+        record("b", "graph", median_s=0.002),  # no eager cell of b: nothing to compare
+        record("c", "eager", median_s=0.010),
+        record("c", "graph", "failed", error="boom"),
+    ]
+    df = summary_table(records)
+    speedup = dict(zip(df["framework"] + "/" + df["mode"], df["speedup_vs_eager"], strict=True))
+    assert speedup["a/graph"] == pytest.approx(4.0)
+    assert pd.isna(speedup["a/eager"]) and pd.isna(speedup["b/graph"])
+    assert pd.isna(speedup["c/graph"])
+    assert df["equivalence"].isna().all()  # no equivalence.jsonl: no verdicts
+
+
+def test_equivalence_fails_for_a_framework_with_any_failed_pair():
+    checks = [
+        {"task": "t", "a": "a/eager", "b": "b/eager", "status": "pass"},
+        {"task": "t", "a": "b/eager", "b": "c/eager", "status": "fail"},
+    ]
+    df = summary_table([record(f, "eager", median_s=0.01) for f in "abcd"], checks)
+    assert list(df["equivalence"]) == ["pass", "fail (1 of 2)", "fail (1 of 1)", "not checked"]
+
+
+def test_hand_made_records_with_partial_and_missing_curves(tmp_path):
+    curve = [{"epoch": 1, "train_loss": 1.0, "time_s": 0.1, "test_accuracy": 0.5}]
+    records = [
+        record("a", "eager", median_s=0.01, curve=curve * 3, first_step_s=0.1),
+        record("a", "graph", "diverged", curve=curve, error="loss became nan at epoch 2"),
+        record("b", "eager", "timeout", error="no result within 9 s"),
+    ]
+    (tmp_path / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    paths = write_report(tmp_path)
+    md = paths["md"].read_text()
+    assert "a/graph (diverged)" not in md  # it has a curve: drawn, not listed as missing
+    assert "No curve for: b/eager (timeout)." in md
+    assert "**t/b/eager/cpu**: timeout: no result within 9 s" in md
+    assert (tmp_path / "figures" / "curves_t.png").is_file()
+
+
+def test_report_command_without_records_exits_2(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rosetta: error:") and "has no records.jsonl" in err
+    assert "Traceback" not in err
+    assert main(["report", str(tmp_path / "nowhere")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+
+
+def test_report_command_writes_and_prints_paths(report, capsys):
+    assert main(["report", str(report["html"].parent)]) == 0
+    out = capsys.readouterr().out
+    assert str(report["html"]) in out and str(report["md"]) in out
+
+
+def test_report_help_names_its_outputs(capsys):
+    with pytest.raises(SystemExit):
+        main(["report", "--help"])
+    out = capsys.readouterr().out
+    assert "RUN_DIR" in out and "report.html" in out and "equivalence.jsonl" in out
+
+
+def test_report_imports_with_frameworks_blocked():
+    block = (
+        "import sys\n"
+        "for n in ('torch', 'tensorflow', 'keras', 'jax', 'jaxlib', 'flax', 'optax'):\n"
+        "    sys.modules[n] = None\n"
+        "import harness.report\n"
+    )
+    out = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
