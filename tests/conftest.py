@@ -12,6 +12,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from harness.backend import BACKENDS, missing_packages  # noqa: E402
+from harness.spec import TaskSpec, parse_spec  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -38,3 +39,23 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data folder {SHARED_DATA} is absent (CI has it beside the checkout)")
     return SHARED_DATA
+
+
+def tiny_spec(model_layers, loss="mse", input_shape=None, **optimizer) -> TaskSpec:
+    """A one-off spec for backend-specific tests (its data set is never loaded)."""
+    model = {"layers": model_layers}
+    if input_shape is not None:
+        model["input_shape"] = input_shape
+    return parse_spec(
+        {
+            "name": "tiny",
+            "data": {"dataset": "none"},
+            "model": model,
+            "recipe": {
+                "loss": loss,
+                "optimizer": {"name": "sgd", "learning_rate": 0.1, **optimizer},
+                "batch_size": 8,
+                "epochs": 1,
+            },
+        }
+    )

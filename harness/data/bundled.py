@@ -2,12 +2,50 @@
 
 from __future__ import annotations
 
+import gzip
+import importlib.util
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from harness.data import Dataset, DatasetInfo, register, stratified_split
+
+
+def _sklearn_table(filename: str, skip_header: int) -> np.ndarray | None:
+    """A CSV that ships inside scikit-learn, read without importing scikit-learn
+    (its import costs about a second in every cell's process); None if not found."""
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / filename
+    if not path.is_file():
+        return None
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt") as f:
+        return np.loadtxt(f, delimiter=",", skiprows=skip_header)
+
+
+def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits: images [1797, 8, 8] in 0..16 and labels."""
+    table = _sklearn_table("digits.csv.gz", 0)
+    if table is None:
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        return d.images.astype(np.float64), d.target.astype(np.int64)
+    return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
+
+
+def load_breast_cancer_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's breast cancer set: features [569, 30] and labels (1 = benign)."""
+    table = _sklearn_table("breast_cancer.csv", 1)
+    if table is None:
+        from sklearn.datasets import load_breast_cancer
+
+        d = load_breast_cancer()
+        return d.data, d.target.astype(np.int64)
+    return table[:, :-1], table[:, -1].astype(np.int64)
 
 
 def _interp_matrix(n_out: int, n_in: int) -> np.ndarray:
@@ -52,36 +90,25 @@ def _images(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int, info:
 
 def digits(params: dict[str, Any], test_fraction: float, seed: int, _: Path | None) -> Dataset:
     """scikit-learn's 1,797 handwritten digits, 8x8."""
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = d.images.astype(np.float64) / 16.0
-    return _images(
-        x, d.target.astype(np.int64), test_fraction, seed, {"source": "sklearn digits 8x8"}
-    )
+    images, labels = load_digits_arrays()
+    return _images(images / 16.0, labels, test_fraction, seed, {"source": "sklearn digits 8x8"})
 
 
 def digits28(params: dict[str, Any], test_fraction: float, seed: int, _: Path | None) -> Dataset:
     """The same digits upsampled to MNIST's 28x28 layout, so the course's LeNet,
     Inception and ResNet topologies run unchanged."""
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = to_mnist_layout(d.images.astype(np.float64) / 16.0)
+    images, labels = load_digits_arrays()
     info = {"source": "sklearn digits, bilinear 8x8 -> 20x20 centred in 28x28"}
-    return _images(x, d.target.astype(np.int64), test_fraction, seed, info)
+    return _images(to_mnist_layout(images / 16.0), labels, test_fraction, seed, info)
 
 
 def breast_cancer(
     params: dict[str, Any], test_fraction: float, seed: int, _: Path | None
 ) -> Dataset:
     """scikit-learn's Wisconsin breast cancer set: 569 samples, 30 features (1 = benign)."""
-    from sklearn.datasets import load_breast_cancer
-
-    d = load_breast_cancer()
-    y = d.target.astype(np.int64)
+    features, y = load_breast_cancer_arrays()
     tr, te = stratified_split(y, test_fraction, seed)
-    x_tr, x_te = standardize(d.data[tr], d.data[te], axis=0)
+    x_tr, x_te = standardize(features[tr], features[te], axis=0)
     info = {
         "source": "sklearn breast_cancer",
         "chance": float(np.bincount(y[te]).max() / len(te)),

@@ -20,25 +20,10 @@ import jax  # noqa: E402
 
 from harness import data  # noqa: E402
 from harness.backend import Batch, Options  # noqa: E402
-from harness.spec import Parallel, Residual, builtin_tasks, load_spec, parse_spec, walk  # noqa: E402
+from harness.spec import Parallel, Residual, builtin_tasks, load_spec, walk  # noqa: E402
 from impls.jax import layers, train  # noqa: E402
 from impls.jax.backend import JaxBackend  # noqa: E402
-
-
-def tiny_spec(model_layers, loss="mse", input_shape=None, **optimizer):
-    return parse_spec(
-        {
-            "name": "tiny",
-            "data": {"dataset": "none"},
-            "model": {"input_shape": input_shape, "layers": model_layers},
-            "recipe": {
-                "loss": loss,
-                "optimizer": {"name": "sgd", "learning_rate": 0.1, **optimizer},
-                "batch_size": 8,
-                "epochs": 1,
-            },
-        }
-    )
+from tests.conftest import tiny_spec  # noqa: E402
 
 
 def backend(mode="eager", dtype="float64"):

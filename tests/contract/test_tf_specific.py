@@ -18,25 +18,10 @@ pytest.importorskip("keras")
 
 from harness.backend import Batch, Options  # noqa: E402
 from harness.data import sample_shape  # noqa: E402
-from harness.spec import parse_spec, resolve_task, walk  # noqa: E402
+from harness.spec import resolve_task, walk  # noqa: E402
 from impls.tf import layers  # noqa: E402
 from impls.tf.backend import TFBackend  # noqa: E402
-
-
-def tiny_spec(model_layers, loss="mse", **optimizer):
-    return parse_spec(
-        {
-            "name": "tiny",
-            "data": {"dataset": "none"},
-            "model": {"layers": model_layers},
-            "recipe": {
-                "loss": loss,
-                "optimizer": {"name": "sgd", "learning_rate": 0.1, **optimizer},
-                "batch_size": 8,
-                "epochs": 1,
-            },
-        }
-    )
+from tests.conftest import tiny_spec  # noqa: E402
 
 
 def backend(mode="eager", dtype="float64"):

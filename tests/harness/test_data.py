@@ -97,3 +97,16 @@ def test_real_diabetes(shared_data):
         DataSpec(dataset="breast_cancer", real="diabetes"), shared_data / "pytorchzerotoall"
     )
     assert ds.x_train.shape[1] == 8 and len(ds.x_train) + len(ds.x_test) == 759
+
+
+def test_bundled_tables_match_scikit_learns_loaders():
+    from sklearn.datasets import load_breast_cancer, load_digits
+
+    from harness.data.bundled import load_breast_cancer_arrays, load_digits_arrays
+
+    images, labels = load_digits_arrays()
+    d = load_digits()
+    assert np.array_equal(images, d.images) and np.array_equal(labels, d.target)
+    features, y = load_breast_cancer_arrays()
+    b = load_breast_cancer()
+    assert np.array_equal(features, b.data) and np.array_equal(y, b.target)
