@@ -14,6 +14,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from harness.report.tables import num
+
 Record = dict[str, Any]
 
 # weight of the newest epoch in the smoothed curve: lower smooths more but lags more,
@@ -220,14 +222,10 @@ def _bars(ax, task_df: pd.DataFrame, modes: list[str], value: str, iqr: str | No
                 capsize=2,
                 error_kw={"lw": 0.8},
             )
-            ax.bar_label(bars, labels=[_short(row[value])], fontsize=7, padding=2)
+            ax.bar_label(bars, labels=[num(row[value])], fontsize=7, padding=2)
     labels = [f"{f}\n{d}" if devices else f for f, d in groups]
     ax.set_xticks(range(len(groups)), labels)
+    ax.set_xlim(-0.5, len(groups) - 0.5)  # room for a cell's "failed" label at the edges
     ax.margins(y=0.18)
     ax.set_ylim(bottom=0)
     ax.grid(axis="y", alpha=0.3)
-
-
-def _short(v: float) -> str:
-    digits = 0 if v >= 100 else 1 if v >= 1 else 2 if v >= 0.1 else 3
-    return f"{v:.{digits}f}"

@@ -85,6 +85,8 @@ def num(value: Any) -> str:
     if value is None or pd.isna(value):
         return "-"
     size = abs(value)
+    if 0 < size < 0.001:
+        return f"{value:.1e}"  # a fast cell must not read as zero
     digits = 0 if size >= 100 else 1 if size >= 10 else 2 if size >= 1 else 3
     return f"{value:.{digits}f}"
 
