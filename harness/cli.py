@@ -19,6 +19,7 @@ EPILOG = """examples:
   rosetta check                                      # the frameworks compute the same function
   rosetta check --tasks lenet --steps 20 --dtype float64
   rosetta report results/<run-id>                    # report.html, report.md, report.csv
+  rosetta lesson autograd                            # the notes' autograd example, side by side
 """
 
 
@@ -115,6 +116,20 @@ def parser() -> argparse.ArgumentParser:
     )
     rp.add_argument(
         "run_dir", metavar="RUN_DIR", help="a folder written by `rosetta run` (results/<run-id>/)"
+    )
+    ls = sub.add_parser(
+        "lesson",
+        help="run one of the course's small examples in every framework, side by side",
+        description="Run a lesson (a small example from the course's notes) in each "
+        "framework, each in its own process, and show the results side by side with what "
+        "they teach. `rosetta lesson --list` names the lessons.",
+    )
+    ls.add_argument("name", nargs="?", metavar="LESSON", help="the lesson, e.g. autograd")
+    ls.add_argument("--list", action="store_true", help="the lessons there are")
+    ls.add_argument(
+        "--frameworks",
+        type=_csv,
+        help="comma-separated (default: all; one not installed shows how to install it)",
     )
     return p
 
@@ -242,6 +257,20 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lesson(args: argparse.Namespace) -> int:
+    from harness.lessons import LESSONS, format_lesson, list_lessons, run_lesson
+    from harness.runner import UsageError
+
+    if args.list:
+        print("lessons:", *list_lessons(), sep="\n")
+        return 0
+    if args.name is None:
+        raise UsageError(f"name a lesson: {', '.join(LESSONS)} (or --list)")
+    results = run_lesson(args.name, args.frameworks)
+    print(format_lesson(args.name, results))
+    return 1 if any(r["status"] == "failed" for r in results.values()) else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from harness.data import DataError
     from harness.runner import UsageError
@@ -254,6 +283,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_check(args)
         if args.command == "report":
             return cmd_report(args)
+        if args.command == "lesson":
+            return cmd_lesson(args)
         return cmd_list() if args.command == "list" else cmd_run(args, argv)
     except (SpecError, DataError, UsageError) as err:
         # user errors: one clear message, no traceback

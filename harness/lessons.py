@@ -1,0 +1,230 @@
+"""Lessons: the course's small examples, run in every framework and shown side by side.
+
+A lesson is one function of the same name in each ``impls/<fw>/lessons.py``
+that returns plain JSON values. ``run_lesson`` runs it in each framework in
+its own process (``python -m harness.lessons``, the worker below), because two
+frameworks in one process fight over threads and one's crash would take the
+other down; ``format_lesson`` lays the results out column by column.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import tempfile
+import textwrap
+import traceback
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.backend import BACKENDS, BackendInfo, install_hint, missing_packages, package_version
+from harness.cell import emit
+
+Result = dict[str, Any]  # {"status": "ok" | "failed" | "unavailable", "error", "version", "values"}
+
+DEFAULT_TIMEOUT_S = 300.0
+
+
+@dataclass(frozen=True)
+class Lesson:
+    """One course example; ``function`` is its name in every ``impls/<fw>/lessons.py``."""
+
+    name: str
+    title: str
+    source: str  # where the notes make the point
+    computation: str  # what every framework computes, in one line
+    function: str
+    rows: tuple[tuple[str, str], ...]  # (label, key of the function's result) per table row
+    explanation: str
+
+
+LESSONS: dict[str, Lesson] = {
+    "autograd": Lesson(
+        name="autograd",
+        title="Autograd: one gradient call, and two",
+        source="notes 000 §2.4",
+        computation="x = ones(2, 2); y = x + 2; z = y * y; t = mean(z); dt/dx, asked once and twice",
+        function="autograd",
+        rows=(
+            ("y = x + 2", "y"),
+            ("z = y * y", "z"),
+            ("t = mean(z)", "t"),
+            ("dt/dx, 1 call", "grad_once"),
+            ("dt/dx, 2 calls", "grad_twice"),
+            ("2 calls give", "twice_means"),
+        ),
+        explanation=(
+            "One call gives the derivative: dt/dx = 2 (x + 2) / 4 = 1.5 at x = 1. The notes "
+            "print 3, which is what two backward calls give in PyTorch (a notebook cell run "
+            "twice, say): torch adds every backward() into x.grad, so that the gradients of "
+            "several losses or minibatches can be summed before one optimizer step (which is "
+            "why training loops call optimizer.zero_grad()), and retain_graph=True kept the "
+            "graph alive for the second call, so x.grad = 1.5 + 1.5 = 3. TensorFlow's "
+            "tape.gradient and JAX's jax.grad return a new gradient on every call and keep "
+            "nothing between calls: two calls give 1.5 twice (a TensorFlow tape must be "
+            "persistent to be asked twice; JAX's gradient is just another function)."
+        ),
+    ),
+}
+
+
+def get_lesson(name: str) -> Lesson:
+    """The registry's lesson ``name``.
+
+    Raises:
+        UsageError: there is no such lesson; the message names the known ones.
+    """
+    from harness.runner import UsageError  # here: the worker need not load the runner
+
+    if name not in LESSONS:
+        raise UsageError(f"unknown lesson {name!r}; known lessons: {', '.join(LESSONS)}")
+    return LESSONS[name]
+
+
+def lessons_module(info: BackendInfo) -> str:
+    """The lessons module beside a backend: ``impls.torch.backend:...`` -> ``impls.torch.lessons``."""
+    package = info.target.partition(":")[0].rpartition(".")[0]
+    return f"{package}.lessons"
+
+
+# --------------------------------------------------------------------------- worker
+
+
+def main() -> None:
+    """Worker: import one framework's lessons module, call one function, emit its result."""
+    cfg = json.loads(sys.stdin.read())
+    try:
+        module = importlib.import_module(cfg["module"])
+        record = {"status": "ok", "values": getattr(module, cfg["function"])()}
+    except Exception as err:  # the lesson's failure is its result, shown beside the others
+        tail = "".join(traceback.format_exception(err)[-4:])
+        record = {"status": "failed", "error": f"{type(err).__name__}: {err}\n{tail}".strip()}
+    emit("record", record=record)
+
+
+# --------------------------------------------------------------------------- running
+
+
+def run_lesson(
+    name: str, frameworks: Iterable[str] | None = None, timeout_s: float = DEFAULT_TIMEOUT_S
+) -> dict[str, Result]:
+    """Run lesson ``name`` in each framework, each in a fresh interpreter.
+
+    Args:
+        name: a key of ``LESSONS``.
+        frameworks: names from ``BACKENDS``; None: all of them, installed or not.
+        timeout_s: seconds each framework's process may take.
+
+    Returns:
+        Framework name -> result: ``status`` ("ok", "failed" or "unavailable"),
+        ``version`` of the framework, ``values`` (the lesson function's dict) when
+        ok, ``error`` (the install hint, or what went wrong) otherwise.
+
+    Raises:
+        UsageError: an unknown lesson or framework.
+    """
+    from harness.runner import UsageError, run_worker, thread_env
+
+    lesson = get_lesson(name)
+    names = list(BACKENDS) if frameworks is None else list(frameworks)
+    for fw in names:
+        if fw not in BACKENDS:
+            raise UsageError(f"unknown framework {fw!r}; allowed: {', '.join(BACKENDS)}")
+    results: dict[str, Result] = {}
+    for fw in names:
+        info = BACKENDS[fw]
+        missing = missing_packages(info)
+        if missing:
+            hint = install_hint(info) + f" (missing: {', '.join(missing)})"
+            results[fw] = {"status": "unavailable", "error": hint, "version": None}
+            continue
+        cfg = {"module": lessons_module(info), "function": lesson.function}
+        # the log only matters while reading a crash; run_worker puts its tail in `detail`
+        with tempfile.TemporaryDirectory(prefix="rosetta-lesson-") as tmp:
+            log = Path(tmp) / f"{fw}.log"
+            run = run_worker("harness.lessons", cfg, thread_env(0), timeout_s, log)
+        result = run.record or {"status": "failed", "error": run.detail}
+        results[fw] = {**result, "version": package_version(info.packages[0])}
+    return results
+
+
+# --------------------------------------------------------------------------- showing
+
+
+def _show(value: Any) -> str:
+    """A value compactly: 1.5 not 1.50000, [[3, 3], [3, 3]] for a 2x2 of 3.0."""
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    return str(value)
+
+
+def _table(lesson: Lesson, results: dict[str, Result]) -> list[str]:
+    """One row per ``lesson.rows`` entry, one column per framework."""
+    heads = [fw + (f" {r['version']}" if r.get("version") else "") for fw, r in results.items()]
+    columns = []
+    for result in results.values():
+        if result["status"] == "ok":
+            cells = [_show(result["values"].get(key, "-")) for _, key in lesson.rows]
+        else:
+            cells = ["not installed" if result["status"] == "unavailable" else "failed"]
+            cells += ["-"] * (len(lesson.rows) - 1)  # why: in the lines beneath the table
+        columns.append(cells)
+    label_w = max(len(label) for label, _ in lesson.rows) + 2
+    widths = [
+        max(len(h), *(len(c) for c in col)) + 3 for h, col in zip(heads, columns, strict=True)
+    ]
+    head = " " * (2 + label_w) + "".join(h.ljust(w) for h, w in zip(heads, widths, strict=True))
+    lines = [head.rstrip()]
+    for i, (label, _) in enumerate(lesson.rows):
+        cells = "".join(col[i].ljust(w) for col, w in zip(columns, widths, strict=True))
+        lines.append(("  " + label.ljust(label_w) + cells).rstrip())
+    return lines
+
+
+def format_lesson(name: str, results: dict[str, Result]) -> str:
+    """The lesson's results side by side, then each framework's graph, then why.
+
+    Args:
+        name: a key of ``LESSONS``.
+        results: what ``run_lesson`` returned (or the same shape, made by hand).
+
+    Returns:
+        Plain text: the table (frameworks as columns), the problems (install hints,
+        errors), how each framework represents the computation, and the explanation.
+    """
+    lesson = get_lesson(name)
+    out = [f"{lesson.title}  ({lesson.source})", f"  {lesson.computation}", ""]
+    out += _table(lesson, results)
+    problems = {fw: r for fw, r in results.items() if r["status"] != "ok"}
+    if problems:
+        out.append("")
+        for fw, result in problems.items():
+            first, *rest = (result.get("error") or "no result").splitlines()
+            out.append(f"  {fw}: {first}")
+            out += [f"    {line}" for line in rest[-6:]]
+    graphs = {fw: r["values"]["graph"] for fw, r in results.items() if r["status"] == "ok"}
+    if graphs:
+        out += ["", "How each framework holds the computation:"]
+        for fw, lines in graphs.items():
+            out.append(f"  {fw}: " + (lines[0] if lines else ""))
+            out += [f"  {line}" for line in lines[1:]]
+    out += [
+        "",
+        "Why:",
+        textwrap.fill(lesson.explanation, 88, initial_indent="  ", subsequent_indent="  "),
+    ]
+    return "\n".join(out)
+
+
+def list_lessons() -> Sequence[str]:
+    """One line per lesson: its name and title."""
+    return [f"  {lesson.name:<12} {lesson.title}" for lesson in LESSONS.values()]
+
+
+if __name__ == "__main__":
+    main()
