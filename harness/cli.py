@@ -20,6 +20,7 @@ EPILOG = """examples:
   rosetta check --tasks lenet --steps 20 --dtype float64
   rosetta report results/<run-id>                    # report.html, report.md, report.csv
   rosetta lesson autograd                            # the notes' autograd example, side by side
+  rosetta explain lenet                              # the model in each framework, side by side
 """
 
 
@@ -127,6 +128,21 @@ def parser() -> argparse.ArgumentParser:
     ls.add_argument("name", nargs="?", metavar="LESSON", help="the lesson, e.g. autograd")
     ls.add_argument("--list", action="store_true", help="the lessons there are")
     ls.add_argument(
+        "--frameworks",
+        type=_csv,
+        help="comma-separated (default: all; one not installed shows how to install it)",
+    )
+    ex = sub.add_parser(
+        "explain",
+        help="one task's model in every framework, side by side: layers, parameters, graphs",
+        description="Build one task's model in each framework, each in its own process, and "
+        "show side by side: which framework layer (with its arguments) each spec layer "
+        "becomes, the model as the framework displays it, its parameter count next to the "
+        "spec's, and the graph one training step builds (ops counted by type).",
+    )
+    ex.add_argument("task", nargs="?", metavar="TASK", help="a built-in task, e.g. lenet")
+    ex.add_argument("--spec", metavar="FILE", help="a task file of your own instead of TASK")
+    ex.add_argument(
         "--frameworks",
         type=_csv,
         help="comma-separated (default: all; one not installed shows how to install it)",
@@ -271,6 +287,20 @@ def cmd_lesson(args: argparse.Namespace) -> int:
     return 1 if any(r["status"] == "failed" for r in results.values()) else 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    from harness import data
+    from harness.explain import format_explain, run_explain
+    from harness.runner import UsageError
+    from harness.spec import load_spec, resolve_task
+
+    if (args.task is None) == (args.spec is None):
+        raise UsageError("name one task (e.g. rosetta explain lenet) or give --spec FILE")
+    spec = load_spec(args.spec) if args.spec else resolve_task(args.task)
+    results = run_explain(spec, args.frameworks)
+    print(format_explain(spec, results, data.sample_shape(spec.data)))
+    return 1 if any(r["status"] == "failed" for r in results.values()) else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from harness.data import DataError
     from harness.runner import UsageError
@@ -285,6 +315,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_report(args)
         if args.command == "lesson":
             return cmd_lesson(args)
+        if args.command == "explain":
+            return cmd_explain(args)
         return cmd_list() if args.command == "list" else cmd_run(args, argv)
     except (SpecError, DataError, UsageError) as err:
         # user errors: one clear message, no traceback

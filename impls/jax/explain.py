@@ -1,0 +1,157 @@
+"""The task's model as Flax NNX builds and shows it, and its train step's jaxpr;
+``harness/explain.py`` runs it.
+
+Every ``impls/<fw>/explain.py`` has the same ``explain(spec, input_shape)``,
+returning plain JSON values, so the three can be read side by side.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import re
+from typing import Any
+
+import jax
+from flax import nnx
+from jax.extend.core import jaxprs_in_params
+
+from harness.backend import Options
+from harness.explain import clip_lines, example_batch, op_table
+from harness.spec import Shape, TaskSpec, param_count, walk
+from impls.jax import layers
+from impls.jax.backend import JaxBackend
+
+_BLOCKS = (layers.Residual, layers.Parallel, layers.Stack)
+# arguments that are the same for every layer of a run, or functions, not settings
+_UNSHOWN = {"dtype", "param_dtype", "rngs", "precision", "preferred_element_type", "mask"}
+
+
+def _name(fn: Any) -> str:
+    """``flax.nnx.relu`` for what nnx exports, the defining module's name otherwise."""
+    name = getattr(fn, "__name__", type(fn).__name__)
+    if getattr(nnx, name, None) is fn:
+        return f"flax.nnx.{name}"
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', name)}"
+
+
+def _same(value: Any, default: Any) -> bool:
+    """Equal, counting Flax's normalized ``(1, 1)`` as the default ``1``."""
+    if isinstance(value, tuple) and isinstance(default, int):
+        return all(v == default for v in value)
+    return value == default
+
+
+def _arguments(module: nnx.Module) -> list[str]:
+    """``key=value`` for the constructor arguments the module keeps as attributes:
+    the required ones, and the others where they differ from the default."""
+    shown = []
+    for p in list(inspect.signature(type(module).__init__).parameters.values())[1:]:
+        if p.name in _UNSHOWN or not hasattr(module, p.name):
+            continue
+        value = getattr(module, p.name)
+        if callable(value) or (p.default is not p.empty and _same(value, p.default)):
+            continue
+        shown.append(f"{p.name}={value!r}")
+    return shown
+
+
+def one_line(layer: Any) -> str:
+    """A spec layer's Flax object as one line: a module with its arguments, a block
+    with its containers (its layers have rows of their own), or a plain function."""
+    if isinstance(layer, _BLOCKS):
+        inside = [
+            f"{key}={type(v).__name__}[{len(v.order if isinstance(v, layers.Stack) else v)}]"
+            for key, v in vars(layer).items()
+            if isinstance(v, layers.Stack | nnx.List)
+        ]
+        return f"{_name(type(layer))}({', '.join(inside)})"
+    if isinstance(layer, nnx.Module):
+        return f"{_name(type(layer))}({', '.join(_arguments(layer))})"
+    if isinstance(layer, functools.partial):
+        args = [f"{k}={v!r}" for k, v in layer.keywords.items()]
+        return f"{_name(layer.func)}({', '.join(args)})"
+    return _name(layer)
+
+
+def _layers_by_name(stack: layers.Stack) -> dict[str, Any]:
+    """Every spec layer's Flax object, keyed by spec name, blocks' insides included."""
+    found = {}
+    for name in stack.order:
+        layer = found[name] = stack.layers[name]
+        if isinstance(layer, layers.Residual):
+            found |= _layers_by_name(layer.body) | _layers_by_name(layer.shortcut)
+        elif isinstance(layer, layers.Parallel):
+            for branch in layer.branches:
+                found |= _layers_by_name(branch)
+    return found
+
+
+def _display(model: layers.Stack, by_name: dict[str, Any]) -> list[str]:
+    """nnx's repr of the model (what ``nnx.display`` prints outside a notebook),
+    with function objects named instead of shown by address."""
+    text = repr(model)
+    for layer in by_name.values():
+        if not isinstance(layer, nnx.Module):
+            text = text.replace(repr(layer), one_line(layer))
+    text = re.sub(r"<function (\S+) at 0x[0-9a-f]+>", r"\1", text)
+    return clip_lines(text)
+
+
+def _primitives(jaxpr: Any) -> list[str]:
+    """Every equation's primitive, nested jaxprs (jit, custom_jvp bodies) included."""
+    names = []
+    for eqn in jaxpr.eqns:
+        names.append(eqn.primitive.name)
+        for inner in jaxprs_in_params(eqn.params):
+            names += _primitives(inner)
+    return names
+
+
+def _graph(spec: TaskSpec, input_shape: Shape) -> dict[str, Any]:
+    backend = JaxBackend()
+    # eager mode: its train_step is the pure function graph mode hands jax.jit
+    backend.configure(Options(mode="eager"))
+    state = backend.build(spec, input_shape, None)
+    x, y = example_batch(spec, input_shape)
+    closed = jax.make_jaxpr(state.train_step)(state.params, state.opt_state, state.key, x, y)
+    return op_table(
+        "jaxpr of the train step (jax.make_jaxpr), equations by primitive",
+        _primitives(closed.jaxpr),
+        f"{len(closed.jaxpr.eqns)} top-level equations; nested jit/custom_jvp bodies "
+        "counted too; forward, grad and the optax update in one function",
+    )
+
+
+def explain(spec: TaskSpec, input_shape: Shape) -> dict[str, Any]:
+    """The spec's model as Flax NNX builds and shows it, and its train step's jaxpr.
+
+    Args:
+        spec: the task.
+        input_shape: one sample's shape, NHWC or [features].
+
+    Returns:
+        ``layout``; ``display`` (nnx's repr, clipped) and ``display_by``;
+        ``param_count`` (leaves of the model's ``nnx.Param`` state), ``param_count_by``,
+        ``spec_param_count``; ``layers``: one ``{"name", "framework"}`` per spec layer
+        in ``walk`` order; ``graphs``: op tables of one training step.
+    """
+    shape = tuple(input_shape)
+    # the backend's own builder: the backend's state keeps the model split into pytrees
+    model = layers.build_model(spec, shape, "float32")
+    by_name = _layers_by_name(model)
+    rows = [
+        {"name": layer.name, "framework": one_line(by_name[layer.name])}
+        for layer, _, _ in walk(spec.model.layers, shape)
+    ]
+    params = nnx.state(model, nnx.Param)
+    return {
+        "layout": "NHWC",
+        "display": _display(model, by_name),
+        "display_by": "nnx.display(model), i.e. its repr outside a notebook",
+        "param_count": int(sum(leaf.size for leaf in jax.tree.leaves(params))),
+        "param_count_by": "sum of leaf sizes of nnx.state(model, nnx.Param)",
+        "spec_param_count": param_count(spec.model, shape),
+        "layers": rows,
+        "graphs": [_graph(spec, shape)],
+    }

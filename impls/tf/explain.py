@@ -1,0 +1,109 @@
+"""The task's model as Keras builds, shows and traces it; ``harness/explain.py`` runs it.
+
+Every ``impls/<fw>/explain.py`` has the same ``explain(spec, input_shape)``,
+returning plain JSON values, so the three can be read side by side.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from typing import Any
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from harness.backend import Options  # noqa: E402
+from harness.explain import clip_lines, example_batch, op_table  # noqa: E402
+from harness.spec import Shape, TaskSpec, param_count, walk  # noqa: E402
+from impls.tf.backend import TFBackend, TFState  # noqa: E402
+
+_UNSHOWN = {"name", "dtype", "trainable"}  # the same for every layer of a run
+
+
+def _qualname(layer: keras.layers.Layer) -> str:
+    """``keras.layers.Conv2D`` for Keras' public classes, the defining module otherwise."""
+    cls = type(layer)
+    if getattr(keras.layers, cls.__name__, None) is cls:
+        return f"keras.layers.{cls.__name__}"
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _required(cls: type) -> list[str]:
+    """The constructor arguments without a default (``filters``, ``kernel_size``)."""
+    params = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    kinds = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    return [p.name for p in params if p.default is inspect.Parameter.empty and p.kind not in kinds]
+
+
+def one_line(layer: keras.layers.Layer) -> str:
+    """A layer as its class and the ``get_config()`` entries that differ from the
+    class' defaults (found by building a default layer of the same class), the
+    required arguments always shown."""
+    config = layer.get_config()
+    required = _required(type(layer))
+    default = type(layer)(**{key: config[key] for key in required}).get_config()
+    shown = [key for key in required if key in config]
+    shown += [
+        key
+        for key, value in config.items()
+        if key not in _UNSHOWN and key not in shown and default.get(key) != value
+    ]
+    return f"{_qualname(layer)}({', '.join(f'{k}={config[k]!r}' for k in shown)})"
+
+
+def _summary(model: keras.Model) -> list[str]:
+    lines: list[str] = []
+    # Keras 3 passes whole blocks of text, and a line_break keyword, to print_fn
+    model.summary(line_length=80, print_fn=lambda text, line_break=False: lines.append(text))
+    return clip_lines("\n".join(lines))
+
+
+def _graph(state: TFState, x, y) -> dict[str, Any]:
+    """The ops of the train step's graph, as graph mode's tf.function traces it."""
+    concrete = state.train_fn.get_concrete_function(
+        tf.TensorSpec(x.shape, state.dtype), tf.TensorSpec(y.shape, tf.as_dtype(y.dtype))
+    )
+    ops = [op.type for op in concrete.graph.get_operations()]
+    nested = len(concrete.graph.as_graph_def().library.function)
+    note = "forward, GradientTape gradients and the optimizer update in one graph"
+    if nested:
+        note += f"; {nested} nested function bodies not counted"
+    return op_table("tf.function train step, concrete graph (graph.get_operations())", ops, note)
+
+
+def explain(spec: TaskSpec, input_shape: Shape) -> dict[str, Any]:
+    """The spec's model as Keras builds it, shows it, and TensorFlow traces one step.
+
+    Args:
+        spec: the task.
+        input_shape: one sample's shape, NHWC or [features].
+
+    Returns:
+        ``layout``; ``display`` (``model.summary()``, clipped) and ``display_by``;
+        ``param_count`` (Keras' count), ``param_count_by``, ``spec_param_count``;
+        ``layers``: one ``{"name", "framework"}`` per spec layer in ``walk`` order;
+        ``graphs``: op tables (``harness.explain.op_table``) of one training step.
+    """
+    backend = TFBackend()
+    # graph mode: its train step is the tf.function whose graph is counted
+    backend.configure(Options(mode="graph"))
+    state = backend.build(spec, tuple(input_shape), None)
+    rows = [
+        {"name": layer.name, "framework": one_line(state.model.get_layer(layer.name))}
+        for layer, _, _ in walk(spec.model.layers, tuple(input_shape))
+    ]
+    x, y = example_batch(spec, tuple(input_shape))
+    return {
+        "layout": "NHWC",
+        "display": _summary(state.model),
+        "display_by": "model.summary(print_fn=...)",
+        "param_count": int(state.model.count_params()),
+        "param_count_by": "model.count_params()",
+        "spec_param_count": param_count(spec.model, tuple(input_shape)),
+        "layers": rows,
+        "graphs": [_graph(state, x, y)],
+    }
