@@ -15,16 +15,13 @@ from __future__ import annotations
 import importlib
 import json
 import sys
-import tempfile
 import traceback
 from collections import Counter
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from harness.backend import BACKENDS, BackendInfo, install_hint, missing_packages, package_version
 from harness.cell import emit
 from harness.spec import Layer, Residual, Shape, TaskSpec, output_shape, param_count, parse_spec
 
@@ -82,12 +79,6 @@ def op_table(title: str, names: Iterable[str], note: str = "") -> dict[str, Any]
 # --------------------------------------------------------------------------- worker
 
 
-def explain_module(info: BackendInfo) -> str:
-    """The explain module beside a backend: ``impls.torch.backend:...`` -> ``impls.torch.explain``."""
-    package = info.target.partition(":")[0].rpartition(".")[0]
-    return f"{package}.explain"
-
-
 def main() -> None:
     """Worker: import one framework's explain module, explain the spec, emit the result."""
     cfg = json.loads(sys.stdin.read())
@@ -128,33 +119,21 @@ def run_explain(
         SpecError: the model does not fit its data set's samples.
     """
     from harness import data
-    from harness.runner import UsageError, run_worker, thread_env
+    from harness.runner import run_in_each_framework, sibling_module
     from harness.spec import check_model
 
-    names = list(BACKENDS) if frameworks is None else list(frameworks)
-    for fw in names:
-        if fw not in BACKENDS:
-            raise UsageError(f"unknown framework {fw!r}; allowed: {', '.join(BACKENDS)}")
     shape = data.sample_shape(spec.data, data_dir)
     check_model(spec, shape)
-    results: dict[str, Result] = {}
-    for fw in names:
-        info = BACKENDS[fw]
-        missing = missing_packages(info)
-        if missing:
-            hint = install_hint(info) + f" (missing: {', '.join(missing)})"
-            results[fw] = {"status": "unavailable", "error": hint, "version": None}
-            continue
-        cfg = {
-            "module": explain_module(info),
+    return run_in_each_framework(
+        "harness.explain",
+        frameworks,
+        lambda info: {
+            "module": sibling_module(info, "explain"),
             "spec": spec.model_dump(mode="json"),
             "input_shape": list(shape),
-        }
-        with tempfile.TemporaryDirectory(prefix="rosetta-explain-") as tmp:
-            run = run_worker("harness.explain", cfg, thread_env(0), timeout_s, Path(tmp) / "log")
-        result = run.record or {"status": "failed", "error": run.detail}
-        results[fw] = {**result, "version": package_version(info.packages[0])}
-    return results
+        },
+        timeout_s,
+    )
 
 
 # --------------------------------------------------------------------------- showing

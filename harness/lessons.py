@@ -12,15 +12,12 @@ from __future__ import annotations
 import importlib
 import json
 import sys
-import tempfile
 import textwrap
 import traceback
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from harness.backend import BACKENDS, BackendInfo, install_hint, missing_packages, package_version
 from harness.cell import emit
 
 Result = dict[str, Any]  # {"status": "ok" | "failed" | "unavailable", "error", "version", "values"}
@@ -84,12 +81,6 @@ def get_lesson(name: str) -> Lesson:
     return LESSONS[name]
 
 
-def lessons_module(info: BackendInfo) -> str:
-    """The lessons module beside a backend: ``impls.torch.backend:...`` -> ``impls.torch.lessons``."""
-    package = info.target.partition(":")[0].rpartition(".")[0]
-    return f"{package}.lessons"
-
-
 # --------------------------------------------------------------------------- worker
 
 
@@ -126,29 +117,15 @@ def run_lesson(
     Raises:
         UsageError: an unknown lesson or framework.
     """
-    from harness.runner import UsageError, run_worker, thread_env
+    from harness.runner import run_in_each_framework, sibling_module
 
     lesson = get_lesson(name)
-    names = list(BACKENDS) if frameworks is None else list(frameworks)
-    for fw in names:
-        if fw not in BACKENDS:
-            raise UsageError(f"unknown framework {fw!r}; allowed: {', '.join(BACKENDS)}")
-    results: dict[str, Result] = {}
-    for fw in names:
-        info = BACKENDS[fw]
-        missing = missing_packages(info)
-        if missing:
-            hint = install_hint(info) + f" (missing: {', '.join(missing)})"
-            results[fw] = {"status": "unavailable", "error": hint, "version": None}
-            continue
-        cfg = {"module": lessons_module(info), "function": lesson.function}
-        # the log only matters while reading a crash; run_worker puts its tail in `detail`
-        with tempfile.TemporaryDirectory(prefix="rosetta-lesson-") as tmp:
-            log = Path(tmp) / f"{fw}.log"
-            run = run_worker("harness.lessons", cfg, thread_env(0), timeout_s, log)
-        result = run.record or {"status": "failed", "error": run.detail}
-        results[fw] = {**result, "version": package_version(info.packages[0])}
-    return results
+    return run_in_each_framework(
+        "harness.lessons",
+        frameworks,
+        lambda info: {"module": sibling_module(info, "lessons"), "function": lesson.function},
+        timeout_s,
+    )
 
 
 # --------------------------------------------------------------------------- showing

@@ -10,6 +10,7 @@ import queue
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -18,7 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from harness import data
-from harness.backend import BACKENDS, MODES, BackendInfo, install_hint, missing_packages
+from harness.backend import (
+    BACKENDS,
+    MODES,
+    BackendInfo,
+    install_hint,
+    missing_packages,
+    package_version,
+)
 from harness.cell import EVENT_PREFIX
 from harness.results import ResultStore
 from harness.spec import SpecError, TaskSpec, check_model
@@ -208,6 +216,43 @@ def run_worker(
     if code < 0:
         why += f" (killed by signal {-code})"
     return ProcessResult(None, "crashed", why + ":\n" + "\n".join(tail[-10:]))
+
+
+def sibling_module(info: BackendInfo, name: str) -> str:
+    """A module beside a backend: (``impls.torch.backend:...``, "lessons") -> ``impls.torch.lessons``."""
+    return f"{info.target.partition(':')[0].rpartition('.')[0]}.{name}"
+
+
+def run_in_each_framework(
+    worker: str,
+    frameworks: Iterable[str] | None,
+    cfg_for: Callable[[BackendInfo], dict[str, Any]],
+    timeout_s: float,
+) -> dict[str, dict[str, Any]]:
+    """Run ``python -m worker`` once per framework, each in a fresh interpreter.
+
+    Returns framework -> result: the worker's record (``status`` "ok" with ``values``, or
+    "failed" with ``error``), or "unavailable" with the install hint; plus ``version``.
+    Raises UsageError for an unknown framework, before anything runs.
+    """
+    names = list(BACKENDS) if frameworks is None else list(frameworks)
+    for fw in names:
+        if fw not in BACKENDS:
+            raise UsageError(f"unknown framework {fw!r}; allowed: {', '.join(BACKENDS)}")
+    results: dict[str, dict[str, Any]] = {}
+    for fw in names:
+        info = BACKENDS[fw]
+        missing = missing_packages(info)
+        if missing:
+            hint = install_hint(info) + f" (missing: {', '.join(missing)})"
+            results[fw] = {"status": "unavailable", "error": hint, "version": None}
+            continue
+        # the log only matters while reading a crash; run_worker puts its tail in `detail`
+        with tempfile.TemporaryDirectory(prefix="rosetta-") as tmp:
+            run = run_worker(worker, cfg_for(info), thread_env(0), timeout_s, Path(tmp) / "log")
+        result = run.record or {"status": "failed", "error": run.detail}
+        results[fw] = {**result, "version": package_version(info.packages[0])}
+    return results
 
 
 def run_cell_process(

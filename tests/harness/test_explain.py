@@ -8,7 +8,8 @@ import pytest
 
 from harness.backend import BACKENDS
 from harness.cli import main
-from harness.explain import clip_lines, example_batch, explain_module, format_explain, op_table
+from harness.explain import clip_lines, example_batch, format_explain, op_table
+from harness.runner import sibling_module
 from harness.spec import builtin_tasks, load_spec, param_count, walk
 
 LENET = load_spec(builtin_tasks()["lenet"])
@@ -99,7 +100,7 @@ def test_example_batch_fits_the_task(task, y_shape, y_dtype):
 
 
 def test_explain_module_sits_beside_the_backend():
-    assert explain_module(BACKENDS["jax"]) == "impls.jax.explain"
+    assert sibling_module(BACKENDS["jax"], "explain") == "impls.jax.explain"
 
 
 def test_unknown_task_exits_2(capsys):

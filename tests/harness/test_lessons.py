@@ -12,7 +12,8 @@ import pytest
 
 from harness.backend import BACKENDS
 from harness.cli import main
-from harness.lessons import LESSONS, format_lesson, lessons_module
+from harness.lessons import LESSONS, format_lesson
+from harness.runner import sibling_module
 
 ROOT = Path(__file__).resolve().parents[2]
 ONES = [[1.0, 1.0], [1.0, 1.0]]
@@ -57,7 +58,7 @@ def test_list(capsys):
 @pytest.mark.parametrize("fw", list(BACKENDS))
 def test_every_lesson_function_exists_in_every_framework(fw):
     # read, not imported: the framework need not be installed to check the names line up
-    path = ROOT / (lessons_module(BACKENDS[fw]).replace(".", "/") + ".py")
+    path = ROOT / (sibling_module(BACKENDS[fw], "lessons").replace(".", "/") + ".py")
     defined = {n.name for n in ast.parse(path.read_text()).body if isinstance(n, ast.FunctionDef)}
     assert {lesson.function for lesson in LESSONS.values()} <= defined, path
 
