@@ -24,7 +24,7 @@ from harness import data
 from harness.backend import Backend, BackendUnavailable, Options, load_backend
 from harness.data.batching import batches, epoch_order, padded_chunks, steps_per_epoch
 from harness.init import canonical_weights
-from harness.metrics import evaluate, reached
+from harness.metrics import evaluate, mean_predictor_mse, reached
 from harness.spec import TaskSpec, check_model, param_count, parse_spec
 from harness.timing import Phases, step_summary
 
@@ -49,8 +49,7 @@ def train(
 ) -> Any:
     """The training loop every framework shares; fills ``record`` as it goes."""
     r = spec.recipe
-    x_tr, x_te = ds.x_train.astype(dtype), ds.x_test.astype(dtype)
-    y_tr, y_te = data.targets(ds.y_train, r.loss, dtype), data.targets(ds.y_test, r.loss, dtype)
+    x_tr, y_tr, x_te, y_te = data.arrays(ds, r, dtype)
     step_s: list[float] = []
     curve: list[dict[str, Any]] = record["curve"]
     train_s = 0.0
@@ -96,6 +95,18 @@ def train(
             **{k: v for k, v in point.items() if k != "epoch"},
         )
     record.update(step_summary(step_s), steps=len(step_s), train_s=train_s)
+    if r.kind == "autoencoder":
+        record["baselines"] = {"mean_image_mse": mean_predictor_mse(y_tr, y_te)}
+    if r.record_layer is not None:
+        outs = [
+            backend.activations(state, chunk)[r.record_layer][:real]
+            for chunk, real in padded_chunks(x_te, r.eval_batch_size)
+        ]
+        record["layer_outputs"] = {
+            "layer": r.record_layer,
+            "values": np.concatenate(outs).round(5).tolist(),
+            "labels": ds.y_test.tolist(),
+        }
     return state
 
 

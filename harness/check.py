@@ -44,8 +44,7 @@ def without_dropout(spec: TaskSpec) -> TaskSpec:
 def check_batches(spec: TaskSpec, ds: data.Dataset, dtype: str) -> Iterator[Batch]:
     """The training batches in the runner's order, epoch after epoch."""
     r = spec.recipe
-    x = ds.x_train.astype(dtype)
-    y = data.targets(ds.y_train, r.loss, dtype)
+    x, y, _, _ = data.arrays(ds, r, dtype)
     for epoch in itertools.count():
         yield from batches(x, y, r.batch_size, epoch_order(len(x), r.seed, epoch), True)
 

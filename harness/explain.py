@@ -20,10 +20,9 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-import numpy as np
-
 from harness.cell import emit
-from harness.spec import Layer, Residual, Shape, TaskSpec, output_shape, param_count, parse_spec
+from harness.data.batching import random_batch
+from harness.spec import Layer, Residual, Shape, TaskSpec, param_count, parse_spec
 
 Result = dict[str, Any]  # {"status": "ok" | "failed" | "unavailable", "error", "version", "values"}
 
@@ -37,27 +36,10 @@ EXAMPLE_BATCH = 8  # op counts do not depend on the batch size; keep tracing che
 
 
 def example_batch(spec: TaskSpec, input_shape: Shape, n: int = EXAMPLE_BATCH):
-    """A fixed random batch ``(x, y)`` of the shapes and dtypes the task trains on.
-
-    Args:
-        spec: the task; its loss decides the targets' kind.
-        input_shape: one sample's shape, NHWC or [features].
-        n: the batch size.
-
-    Returns:
-        ``x`` float32 ``[n, *input_shape]``; ``y`` int32 class ids ``[n]``, float32
-        0/1 ``[n, 1]`` or float32 ``[n, outputs]``, as ``harness.backend.Batch`` says.
-    """
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(n, *input_shape)).astype(np.float32)
-    out = output_shape(spec.model, input_shape)[0]
-    if spec.recipe.loss == "softmax_cross_entropy":
-        y = rng.integers(0, out, size=n).astype(np.int32)
-    elif spec.recipe.loss == "binary_cross_entropy":
-        y = rng.integers(0, 2, size=(n, 1)).astype(np.float32)
-    else:
-        y = rng.normal(size=(n, out)).astype(np.float32)
-    return x, y
+    """A fixed random batch ``(x, y)`` of the shapes and dtypes the task trains on
+    (see ``harness.data.batching.random_batch``)."""
+    batch = random_batch(spec, input_shape, n)
+    return batch.x, batch.y
 
 
 def clip_lines(text: str, limit: int = DISPLAY_LINES) -> list[str]:

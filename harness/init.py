@@ -3,7 +3,8 @@
 Every backend loads these, so all frameworks start from the same point.
 The scheme is PyTorch's default for Linear/Conv layers: kernel and bias
 uniform in +-1/sqrt(fan_in). It is what the course's hyper-parameters were
-tuned with. (``--init native`` skips this and keeps each framework's own
+tuned with. As in PyTorch, embeddings are N(0, 1) and every tensor of a
+recurrent layer is uniform in +-1/sqrt(units). (``--init native`` skips this and keeps each framework's own
 initializers, which differ: Keras uses Glorot-uniform kernels and zero biases,
 Flax LeCun-normal kernels and zero biases.)
 """
@@ -16,7 +17,7 @@ import zlib
 import numpy as np
 
 from harness.backend import Weights
-from harness.spec import Shape, TaskSpec, param_shapes
+from harness.spec import RECURRENT, Shape, TaskSpec, param_shapes, walk
 
 
 def _stream(seed: int, name: str) -> np.random.Generator:
@@ -32,12 +33,23 @@ def fan_in(name: str, shape: Shape, shapes: dict[str, Shape]) -> int:
     return math.prod(shape[:-1])
 
 
+def _draw(layer, name: str, shape: Shape, shapes: dict[str, Shape], seed: int) -> np.ndarray:
+    rng = _stream(seed, name)
+    if layer.type == "embedding":
+        return rng.standard_normal(size=shape)  # torch's nn.Embedding: N(0, 1)
+    if layer.type in RECURRENT:
+        bound = 1.0 / math.sqrt(layer.units)  # torch's RNN/GRU/LSTM: every tensor
+    else:
+        bound = 1.0 / math.sqrt(fan_in(name, shape, shapes))
+    return rng.uniform(-bound, bound, size=shape)
+
+
 def canonical_weights(spec: TaskSpec, input_shape: Shape, dtype: str = "float32") -> Weights:
     """Initial parameters for ``spec``, canonical names and layouts."""
     shapes = param_shapes(spec.model, input_shape)
+    layers = {layer.name: layer for layer, _, _ in walk(spec.model.layers, tuple(input_shape))}
     weights: Weights = {}
     for name, shape in shapes.items():
-        bound = 1.0 / math.sqrt(fan_in(name, shape, shapes))
-        draw = _stream(spec.recipe.seed, name).uniform(-bound, bound, size=shape)
-        weights[name] = draw.astype(dtype)
+        layer = layers[name.rsplit(".", 1)[0]]
+        weights[name] = _draw(layer, name, shape, shapes, spec.recipe.seed).astype(dtype)
     return weights

@@ -21,6 +21,7 @@ def loss(name: str, out: np.ndarray, y: np.ndarray) -> float:
         # log(1 + exp(-|z|)) form: no overflow for large logits
         return float(np.mean(np.maximum(z, 0) - z * t + np.log1p(np.exp(-np.abs(z)))))
     if name == "softmax_cross_entropy":
+        out = out.reshape(-1, out.shape[-1])  # one prediction per step counts as a sample
         labels = y.reshape(-1).astype(int)
         return float(np.mean(_logsumexp(out) - out[np.arange(len(out)), labels]))
     raise ValueError(f"unknown loss {name!r}")
@@ -29,7 +30,7 @@ def loss(name: str, out: np.ndarray, y: np.ndarray) -> float:
 def accuracy(name: str, out: np.ndarray, y: np.ndarray) -> float:
     if name == "binary_cross_entropy":
         return float(np.mean((out.reshape(-1) > 0) == (y.reshape(-1) > 0.5)))
-    return float(np.mean(out.argmax(axis=1) == y.reshape(-1).astype(int)))
+    return float(np.mean(out.argmax(axis=-1).reshape(-1) == y.reshape(-1).astype(int)))
 
 
 def evaluate(
@@ -48,3 +49,10 @@ def evaluate(
 def reached(metric: str, value: float, target: float) -> bool:
     """Whether ``value`` meets a target: accuracies from above, losses from below."""
     return value >= target if metric == "accuracy" else value <= target
+
+
+def mean_predictor_mse(y_train: np.ndarray, y_test: np.ndarray) -> float:
+    """Test MSE of always predicting the mean training target (for an autoencoder:
+    the mean image), the bar a model has to clear."""
+    mean = y_train.astype(np.float64).mean(axis=0)
+    return float(np.mean((y_test.astype(np.float64) - mean) ** 2))

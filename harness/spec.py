@@ -15,6 +15,26 @@ Conventions every backend follows:
     ``same`` padding divides by the number of real (unpadded) inputs.
   * Losses take logits: ``binary_cross_entropy`` and ``softmax_cross_entropy``
     include their sigmoid/softmax, as each framework recommends for stability.
+    A model may end with ``[steps, classes]`` (one prediction per time step, labels
+    ``[steps]``); the loss is then the mean over samples and steps.
+
+Sequences (see docs/sequences.md for the equations):
+  * Token inputs are int32 ``[N, steps]``; id 0 is padding. An ``embedding`` layer
+    turns ids into ``[steps, dim]`` vectors and starts a *mask* (id != 0) that
+    follows the time axis through element-wise layers, per-step ``dense``,
+    ``dropout`` and recurrent layers with ``return_sequences``, and is consumed by
+    recurrent layers returning their last state and by global pooling. Padded
+    steps never change a result: recurrent layers keep their state across them
+    (and output zeros there), pooling ignores them (a max over no real step is 0). A valid ``conv1d`` of kernel k
+    shortens the mask by k - 1 (a window is real when all its steps are).
+  * Recurrent layers (``rnn``, ``gru``, ``lstm``): canonical parameters
+    ``kernel [in, G*units]``, ``recurrent_kernel [units, G*units]``,
+    ``bias [G*units]`` and, for ``gru`` only, ``recurrent_bias [G*units]``, with
+    gates in the order rnn: (h), gru: (r, z, n), lstm: (i, f, g, o) -- PyTorch's
+    order. A bidirectional layer adds the same four with a ``backward_`` prefix;
+    its outputs are ``[forward, backward]`` concatenated on the feature axis.
+    The initial state is zero.
+  * ``conv1d`` kernels are ``[kernel, in, filters]``; embeddings ``[vocab, dim]``.
 """
 
 from __future__ import annotations
@@ -85,11 +105,13 @@ class Dense(_Layer):
     use_bias: bool = True
 
     def out_shape(self, shape: Shape) -> Shape:
-        _need_rank(self, shape, 1, "a flat vector [features] (add a flatten layer before it)")
-        return (self.units,)
+        # [steps, features]: the same dense layer applied at every step
+        if len(shape) not in (1, 2):
+            _need_rank(self, shape, 1, "a flat vector [features] (add a flatten layer before it)")
+        return (*shape[:-1], self.units)
 
     def param_shapes(self, shape: Shape) -> ParamShapes:
-        p = {"kernel": (shape[0], self.units)}
+        p = {"kernel": (shape[-1], self.units)}
         if self.use_bias:
             p["bias"] = (self.units,)
         return p
@@ -181,6 +203,146 @@ class Dropout(_Layer):
     rate: float = Field(ge=0.0, lt=1.0)
 
 
+class Softmax(_Layer):
+    """Probabilities over the last axis (for tasks that need them; losses take logits)."""
+
+    type: Literal["softmax"]
+
+
+class Reshape(_Layer):
+    """Reshape each sample (NHWC order) to ``shape``."""
+
+    type: Literal["reshape"]
+    shape: tuple[int, ...] = Field(min_length=1)
+
+    def out_shape(self, shape: Shape) -> Shape:
+        if any(d <= 0 for d in self.shape) or math.prod(self.shape) != math.prod(shape):
+            raise SpecError(
+                f"layer {self.name!r} (reshape) cannot turn shape {list(shape)} "
+                f"({math.prod(shape)} values) into {list(self.shape)}"
+            )
+        return tuple(self.shape)
+
+
+class Embedding(_Layer):
+    """Token ids ``[steps]`` (int, 0 = padding) to vectors ``[steps, dim]``."""
+
+    type: Literal["embedding"]
+    vocab: int = Field(gt=1)  # ids 0 .. vocab-1, id 0 is padding
+    dim: int = Field(gt=0)
+
+    def out_shape(self, shape: Shape) -> Shape:
+        _need_rank(self, shape, 1, "token ids [steps]")
+        return (shape[0], self.dim)
+
+    def param_shapes(self, shape: Shape) -> ParamShapes:
+        return {"embeddings": (self.vocab, self.dim)}
+
+    @property
+    def has_params(self) -> bool:
+        return True
+
+
+GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+GATE_ORDER = {"rnn": ("h",), "gru": ("r", "z", "n"), "lstm": ("i", "f", "g", "o")}
+
+
+class _Recurrent(_Layer):
+    units: int = Field(gt=0)
+    bidirectional: bool = False
+    return_sequences: bool = False  # False: the last (unpadded) step's state
+    # True: step the cell in a loop the framework traces (a Python for loop in torch
+    # and JAX, keras RNN(unroll=True)) instead of the fused/scanned layer
+    unroll: bool = False
+
+    @property
+    def directions(self) -> tuple[str, ...]:
+        return ("", "backward_") if self.bidirectional else ("",)
+
+    def out_shape(self, shape: Shape) -> Shape:
+        _need_rank(self, shape, 2, "a sequence [steps, features] (an embedding or conv1d output)")
+        width = self.units * len(self.directions)
+        return (shape[0], width) if self.return_sequences else (width,)
+
+    def param_shapes(self, shape: Shape) -> ParamShapes:
+        g = GATES[self.type] * self.units  # type: ignore[attr-defined]
+        p: ParamShapes = {}
+        for d in self.directions:
+            p[f"{d}kernel"] = (shape[-1], g)
+            p[f"{d}recurrent_kernel"] = (self.units, g)
+            p[f"{d}bias"] = (g,)
+            if self.type == "gru":  # type: ignore[attr-defined]
+                p[f"{d}recurrent_bias"] = (g,)
+        return p
+
+    @property
+    def has_params(self) -> bool:
+        return True
+
+
+class RNN(_Recurrent):
+    """h' = tanh(x W + b + h U)"""
+
+    type: Literal["rnn"]
+
+
+class GRU(_Recurrent):
+    """PyTorch's / Keras' ``reset_after`` GRU: n = tanh(x Wn + bn + r * (h Un + un))."""
+
+    type: Literal["gru"]
+
+
+class LSTM(_Recurrent):
+    type: Literal["lstm"]
+
+
+class Conv1D(_Layer):
+    type: Literal["conv1d"]
+    filters: int = Field(gt=0)
+    kernel: int = Field(gt=0)
+    stride: int = Field(default=1, gt=0)
+    padding: Literal["valid", "same"] = "valid"
+    use_bias: bool = True
+
+    def out_shape(self, shape: Shape) -> Shape:
+        _need_rank(self, shape, 2, "a sequence [steps, features]")
+        steps = _window_out(shape[0], self.kernel, self.stride, self.padding)
+        if steps < 1:
+            raise SpecError(
+                f"layer {self.name!r} (conv1d, kernel {self.kernel}) does not fit its input "
+                f"of {shape[0]} steps"
+            )
+        return (steps, self.filters)
+
+    def param_shapes(self, shape: Shape) -> ParamShapes:
+        p = {"kernel": (self.kernel, shape[1], self.filters)}
+        if self.use_bias:
+            p["bias"] = (self.filters,)
+        return p
+
+    @property
+    def has_params(self) -> bool:
+        return True
+
+
+class _GlobalPool(_Layer):
+    """Pooling over every axis but the last: time for sequences, height and width
+    for images. On a masked sequence only the real steps count."""
+
+    def out_shape(self, shape: Shape) -> Shape:
+        if len(shape) < 2:
+            _need_rank(self, shape, 2, "a sequence [steps, features] or an image")
+        return (shape[-1],)
+
+
+class GlobalMaxPool(_GlobalPool):
+    type: Literal["global_maxpool"]
+
+
+class GlobalAvgPool(_GlobalPool):
+    type: Literal["global_avgpool"]
+
+
 def _sequence_out(layers: tuple[Layer, ...], shape: Shape) -> Shape:
     for layer in layers:
         shape = layer.out_shape(shape)
@@ -242,6 +404,15 @@ Layer = Annotated[
     | Sigmoid
     | Tanh
     | Dropout
+    | Softmax
+    | Reshape
+    | Embedding
+    | RNN
+    | GRU
+    | LSTM
+    | Conv1D
+    | GlobalMaxPool
+    | GlobalAvgPool
     | Residual
     | Parallel,
     Field(discriminator="type"),
@@ -256,9 +427,19 @@ LAYER_TYPES = (
     "sigmoid",
     "tanh",
     "dropout",
+    "softmax",
+    "reshape",
+    "embedding",
+    "rnn",
+    "gru",
+    "lstm",
+    "conv1d",
+    "global_maxpool",
+    "global_avgpool",
     "residual",
     "parallel",
 )
+RECURRENT = ("rnn", "gru", "lstm")
 Residual.model_rebuild()
 Parallel.model_rebuild()
 
@@ -333,7 +514,8 @@ class Target(_Frozen):
 
 
 class RecipeSpec(_Frozen):
-    kind: Literal["supervised"] = "supervised"
+    # autoencoder: the target is the input itself, flattened (loss mse)
+    kind: Literal["supervised", "autoencoder"] = "supervised"
     loss: Literal["mse", "binary_cross_entropy", "softmax_cross_entropy"]
     optimizer: Optimizer
     batch_size: int = Field(gt=0)
@@ -344,6 +526,17 @@ class RecipeSpec(_Frozen):
     eval_every: int = Field(default=1, gt=0)  # evaluate on the test set every n epochs
     target: Target | None = None
     report_weights: bool = False  # put the learned parameters in the record (tiny models)
+    # put this layer's test-set outputs in the record (e.g. an autoencoder's 2-d code)
+    record_layer: str | None = None
+
+    @model_validator(mode="after")
+    def _kind_fits(self) -> RecipeSpec:
+        if self.kind == "autoencoder" and self.loss != "mse":
+            raise SpecError(
+                f"recipe.loss {self.loss!r}: an autoencoder recipe reconstructs its input, "
+                "its loss must be 'mse'"
+            )
+        return self
 
 
 METRICS = {
@@ -434,6 +627,53 @@ def output_shape(model: ModelSpec, input_shape: Shape | None = None) -> Shape:
     return _sequence_out(model.layers, tuple(input_shape or model.input_shape or ()))
 
 
+# layers through which a sequence's mask passes unchanged
+_MASK_KEEPS = ("relu", "sigmoid", "tanh", "softmax", "dropout", "dense")
+
+
+def _masks(layers, masked: bool, out: dict[str, bool]) -> bool:
+    for layer in layers:
+        out[layer.name] = masked
+        kind = layer.type
+        if kind == "embedding":
+            if masked:
+                raise SpecError(f"layer {layer.name!r} (embedding) takes token ids, not vectors")
+            masked = True
+        elif kind in RECURRENT:
+            masked = masked and layer.return_sequences
+        elif kind in ("global_maxpool", "global_avgpool"):
+            masked = False
+        elif kind == "conv1d" and masked:
+            if layer.padding != "valid" or layer.stride != 1:
+                raise SpecError(
+                    f"layer {layer.name!r} (conv1d) reads a padded sequence: it needs "
+                    "padding 'valid' and stride 1, so that padding never enters a real window"
+                )
+        elif isinstance(layer, Residual):
+            masked = _masks(layer.body, masked, out) | _masks(layer.shortcut, masked, out)
+        elif isinstance(layer, Parallel):
+            masked = any([_masks(b, masked, out) for b in layer.branches])
+        elif masked and kind not in _MASK_KEEPS:
+            raise SpecError(
+                f"layer {layer.name!r} ({kind}) would mix the padded steps of a sequence "
+                "into the result; reduce the sequence first with global_maxpool, "
+                "global_avgpool or a recurrent layer without return_sequences"
+            )
+    return masked
+
+
+def masked_inputs(model: ModelSpec) -> dict[str, bool]:
+    """Layer name -> whether the layer's input is a padded sequence carrying a mask
+    (it starts at an ``embedding``); raises SpecError where a mask cannot follow."""
+    out: dict[str, bool] = {}
+    if _masks(model.layers, False, out):
+        raise SpecError(
+            "the model ends on a padded sequence; per-step outputs need unpadded "
+            "sequences (drop the embedding's padding or reduce the sequence first)"
+        )
+    return out
+
+
 def check_model(spec: TaskSpec, input_shape: Shape) -> Shape:
     """Validate the model against the data's input shape; returns the output shape."""
     if spec.model.input_shape is not None and tuple(spec.model.input_shape) != tuple(input_shape):
@@ -442,10 +682,24 @@ def check_model(spec: TaskSpec, input_shape: Shape) -> Shape:
             f"match data set {spec.data.dataset!r}, whose samples have shape {list(input_shape)}"
         )
     out = output_shape(spec.model, input_shape)
-    if len(out) != 1:
+    masked_inputs(spec.model)
+    per_step = len(out) == 2 and spec.recipe.loss == "softmax_cross_entropy"
+    if spec.recipe.kind == "autoencoder" and out != (math.prod(input_shape),):
+        raise SpecError(
+            f"task {spec.name!r}: an autoencoder must output its input flattened, "
+            f"[{math.prod(input_shape)}] values, but the model ends with {list(out)}"
+        )
+    names = {layer.name for layer, _, _ in walk(spec.model.layers, tuple(input_shape))}
+    if spec.recipe.record_layer is not None and spec.recipe.record_layer not in names:
+        raise SpecError(
+            f"task {spec.name!r}: recipe.record_layer {spec.recipe.record_layer!r} is not a "
+            f"layer of the model; its layers: {', '.join(sorted(names))}"
+        )
+    if len(out) != 1 and not per_step:
         raise SpecError(
             f"task {spec.name!r}: the model ends with shape {list(out)}; it must end with a "
-            "flat vector (add flatten and dense layers)"
+            "flat vector (add flatten and dense layers), or with [steps, classes] for "
+            "softmax_cross_entropy over every step"
         )
     return out
 

@@ -125,12 +125,36 @@ def stratified_split(
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
+def inputs(x: np.ndarray, dtype: str = "float32") -> np.ndarray:
+    """Model inputs in the run's precision; token ids stay int32."""
+    if np.issubdtype(x.dtype, np.integer):
+        return x.astype(np.int32)
+    return x.astype(dtype)
+
+
 def targets(y: np.ndarray, loss: str, dtype: str = "float32") -> np.ndarray:
-    """Labels in the form each loss takes: int32 ids, or float [N, k] targets."""
+    """Labels in the form each loss takes: int32 ids ([N], or [N, steps] for one label
+    per step), or float [N, k] targets."""
     if loss == "softmax_cross_entropy":
-        return y.astype(np.int32).reshape(-1)
+        return y.astype(np.int32).reshape(len(y), -1) if y.ndim > 1 else y.astype(np.int32)
     y = y.astype(dtype)
     return y.reshape(len(y), -1)
 
 
-from harness.data import bundled, files, generated  # noqa: E402,F401  (register data sets)
+def arrays(
+    ds: Dataset, recipe, dtype: str = "float32"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``x_train, y_train, x_test, y_test`` as a run feeds them to every framework;
+    an autoencoder's targets are its inputs, flattened."""
+    x_tr, x_te = inputs(ds.x_train, dtype), inputs(ds.x_test, dtype)
+    if recipe.kind == "autoencoder":
+        return x_tr, x_tr.reshape(len(x_tr), -1), x_te, x_te.reshape(len(x_te), -1)
+    return (
+        x_tr,
+        targets(ds.y_train, recipe.loss, dtype),
+        x_te,
+        targets(ds.y_test, recipe.loss, dtype),
+    )
+
+
+from harness.data import bundled, files, generated, text  # noqa: E402,F401  (register data sets)

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from harness.backend import Batch
+from harness.spec import Shape, TaskSpec, output_shape
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
@@ -38,3 +39,30 @@ def padded_chunks(x: np.ndarray, size: int) -> Iterator[tuple[np.ndarray, int]]:
         if real < size:
             chunk = np.concatenate([chunk, np.repeat(chunk[:1], size - real, axis=0)])
         yield chunk, real
+
+
+def random_batch(
+    spec: TaskSpec, input_shape: Shape, n: int, dtype: str = "float32", seed: int = 0
+) -> Batch:
+    """A fixed random batch of the shapes and dtypes ``spec`` trains on (for tests,
+    explain and the contract): normal inputs, or token ids each padded after a
+    random length; class ids ([n], or [n, steps] per step), 0/1 or normal targets,
+    the input itself for an autoencoder."""
+    rng = np.random.default_rng(seed)
+    first = spec.model.layers[0]
+    if first.type == "embedding":
+        x = rng.integers(1, first.vocab, size=(n, *input_shape)).astype(np.int32)
+        lengths = rng.integers(1, input_shape[0] + 1, size=n)
+        x[np.arange(input_shape[0]) >= lengths[:, None]] = 0
+    else:
+        x = rng.normal(size=(n, *input_shape)).astype(dtype)
+    out = output_shape(spec.model, input_shape)
+    if spec.recipe.kind == "autoencoder":
+        y = x.reshape(n, -1)
+    elif spec.recipe.loss == "softmax_cross_entropy":
+        y = rng.integers(0, out[-1], size=(n, *out[:-1])).astype(np.int32)
+    elif spec.recipe.loss == "binary_cross_entropy":
+        y = rng.integers(0, 2, size=(n, 1)).astype(dtype)
+    else:
+        y = rng.normal(size=(n, out[-1])).astype(dtype)
+    return Batch(x, y)

@@ -6,6 +6,7 @@ checksum for is used and said to be unverified in the record.
 
 from __future__ import annotations
 
+import csv
 import gzip
 import hashlib
 from pathlib import Path
@@ -13,13 +14,15 @@ from typing import Any
 
 import numpy as np
 
-from harness.data import DataError, Dataset, DatasetInfo, register, stratified_split
+from harness.data import DataError, Dataset, DatasetInfo, register, stratified_split, text
 from harness.data.bundled import standardize
 
 SHA256 = {
     "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
     "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
     "diabetes.csv.gz": "398214d0f6b7f4a722f598d8e424f28bc078abbd16ebdeea0f8e264492325aa4",
+    "names_train.csv.gz": "49b4bf41dce5bfeac989b46ca37cf7baccd9a0d2a855df82f86de67a9376268f",
+    "names_test.csv.gz": "57d7758db533a42c99d513b2341a7e7b0f55c1e0e7d233b1ef6a4fa2f1adf753",
 }
 MNIST_HINT = (
     "MNIST needs the IDX files t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz "
@@ -29,6 +32,10 @@ MNIST_HINT = (
 DIABETES_HINT = (
     "the diabetes task needs diabetes.csv.gz (PyTorchZeroToAll's Pima diabetes: 8 features "
     "scaled to [-1, 1] and a 0/1 label, no header) in that folder"
+)
+NAMES_HINT = (
+    "the names task needs names_train.csv.gz and names_test.csv.gz (PyTorchZeroToAll's "
+    "surname,country files, 18 countries) in that folder"
 )
 
 
@@ -89,6 +96,51 @@ def check_mnist(directory: Path) -> None:
 def check_diabetes(directory: Path) -> None:
     if find(directory, "diabetes.csv") is None:
         raise DataError(f"no diabetes.csv.gz in {directory}: {DIABETES_HINT}")
+
+
+def check_names(directory: Path) -> None:
+    if find(directory, "names_train.csv") is None or find(directory, "names_test.csv") is None:
+        raise DataError(f"no names_train.csv.gz / names_test.csv.gz in {directory}: {NAMES_HINT}")
+
+
+def _read_names(path: Path) -> list[tuple[str, str]]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8", newline="") as f:
+        rows = [r for r in csv.reader(f) if r]
+    if not rows or any(len(r) != 2 for r in rows):
+        raise DataError(f"{path}: expected rows of two fields, surname,country")
+    return [(r[0], r[1]) for r in rows]
+
+
+def names(
+    params: dict[str, Any], test_fraction: float, seed: int, directory: Path | None
+) -> Dataset:
+    """The course's surname -> country files, their own train/test split; countries
+    numbered in sorted order, names as character codes padded to ``max_len``."""
+    assert directory is not None
+    check_names(directory)
+    paths = [find(directory, "names_train.csv"), find(directory, "names_test.csv")]
+    checks = {p.name: verified(p) for p in paths}
+    train, test = (_read_names(p) for p in paths)
+    countries = sorted({c for _, c in train})
+    index = {c: i for i, c in enumerate(countries)}
+    unknown = sorted({c for _, c in test} - set(index))
+    if unknown:
+        raise DataError(f"{paths[1]}: countries {unknown} are not in the training file")
+    max_len = int(params.get("max_len", 20))
+    x_tr, cut_tr = text.pad([text.char_ids(n) for n, _ in train], max_len)
+    x_te, cut_te = text.pad([text.char_ids(n) for n, _ in test], max_len)
+    y_tr = np.array([index[c] for _, c in train], dtype=np.int64)
+    y_te = np.array([index[c] for _, c in test], dtype=np.int64)
+    info = {
+        "source": f"names files in {directory}",
+        "files": checks,
+        "split": f"the files' own split: {len(y_tr)} train / {len(y_te)} test",
+        "classes": countries,
+        "chance": text.chance(y_te, len(countries)),
+        "truncated": int(cut_tr + cut_te),
+    }
+    return Dataset(x_tr, y_tr, x_te, y_te, len(countries), info)
 
 
 def mnist(
@@ -154,3 +206,4 @@ def diabetes(
 
 register(DatasetInfo("mnist", mnist, lambda p: (28, 28, 1), MNIST_HINT, True, check_mnist))
 register(DatasetInfo("diabetes", diabetes, lambda p: (8,), DIABETES_HINT, True, check_diabetes))
+register(DatasetInfo("names", names, text.seq_shape(20), NAMES_HINT, True, check_names))

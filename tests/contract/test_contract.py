@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 
 from harness import data
-from harness.backend import BACKENDS, Batch, Options, load_backend
+from harness.backend import BACKENDS, Options, load_backend
+from harness.data.batching import random_batch
 from harness.init import canonical_weights
-from harness.spec import builtin_tasks, load_spec, output_shape, param_count
+from harness.spec import RECURRENT, builtin_tasks, load_spec, output_shape, param_count, walk
+from tests import reference
 from tests.conftest import backend_params
 
 TASKS = list(builtin_tasks())
@@ -26,16 +28,7 @@ def input_shape(spec):
 
 
 def fixed_batch(spec, shape, n=32, dtype="float32"):
-    rng = np.random.default_rng(1)
-    x = rng.normal(size=(n, *shape)).astype(dtype)
-    out = output_shape(spec.model, shape)[0]
-    if spec.recipe.loss == "softmax_cross_entropy":
-        y = rng.integers(0, out, size=n).astype(np.int32)
-    elif spec.recipe.loss == "binary_cross_entropy":
-        y = rng.integers(0, 2, size=(n, 1)).astype(dtype)
-    else:
-        y = rng.normal(size=(n, out)).astype(dtype)
-    return Batch(x, y)
+    return random_batch(spec, shape, n, dtype, seed=1)
 
 
 def make(framework, mode, dtype="float32"):
@@ -71,7 +64,7 @@ def test_backend_contract(framework, mode, task):
 
     batch = fixed_batch(spec, shape)
     out = backend.predict(state, batch.x)
-    assert out.shape == (len(batch.x), output_shape(spec.model, shape)[0])
+    assert out.shape == (len(batch.x), *output_shape(spec.model, shape))
     assert np.all(np.isfinite(out))
 
     losses = []
@@ -124,3 +117,61 @@ def test_loss_and_grads_leave_state_unchanged(framework):
     assert {k: g.shape for k, g in grads.items()} == {k: w.shape for k, w in weights.items()}
     for name, w in backend.get_weights(state).items():
         np.testing.assert_array_equal(w, weights[name])
+
+
+SEQUENCE_TASKS = [
+    t
+    for t in TASKS
+    if any(
+        layer.type in (*RECURRENT, "conv1d")
+        for layer, _, _ in walk(
+            load_spec(builtin_tasks()[t]).model.layers, input_shape(load_spec(builtin_tasks()[t]))
+        )
+    )
+]
+
+
+def sequence_cells():
+    for fw in backend_params():
+        for mode in ("eager", "graph"):
+            for task in SEQUENCE_TASKS:
+                yield pytest.param(
+                    fw.values[0], mode, task, marks=fw.marks, id=f"{fw.values[0]}-{mode}-{task}"
+                )
+
+
+@pytest.mark.parametrize("framework,mode,task", list(sequence_cells()))
+def test_sequence_model_matches_numpy_reference(framework, mode, task):
+    """float64 outputs and every layer's activations equal tests/reference.py's, which
+    writes down the canonical gate orders and masking rules."""
+    spec = load_spec(builtin_tasks()[task])
+    shape = input_shape(spec)
+    weights = canonical_weights(spec, shape, dtype="float64")
+    backend = make(framework, mode, dtype="float64")
+    state = backend.build(spec, shape, weights)
+    x = fixed_batch(spec, shape, n=6, dtype="float64").x
+    want, want_acts = reference.forward(spec.model, x, weights)
+    np.testing.assert_allclose(backend.predict(state, x), want, rtol=1e-9, atol=1e-12)
+    acts = backend.activations(state, x)
+    for name, value in want_acts.items():
+        np.testing.assert_allclose(acts[name], value, rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("framework,mode,task", list(sequence_cells()))
+def test_padding_changes_no_logit(framework, mode, task):
+    """The same ids with 6 more padding steps (a model built for the longer input, same
+    weights) give the same logits: padded steps never enter a result."""
+    spec = load_spec(builtin_tasks()[task])
+    if spec.model.layers[0].type != "embedding":
+        pytest.skip("the task's sequences are not padded")
+    shape = input_shape(spec)
+    weights = canonical_weights(spec, shape)
+    x = fixed_batch(spec, shape, n=8).x
+    longer = spec.model_copy(
+        update={"model": spec.model.model_copy(update={"input_shape": (shape[0] + 6,)})}
+    )
+    outs = []
+    for s, xs in ((spec, x), (longer, np.pad(x, ((0, 0), (0, 6))))):
+        backend = make(framework, mode)
+        outs.append(backend.predict(backend.build(s, (xs.shape[1],), weights), xs))
+    np.testing.assert_allclose(outs[1], outs[0], rtol=0, atol=1e-5)
