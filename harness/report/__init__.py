@@ -134,6 +134,18 @@ def _curve_images(records: list[Record]) -> list[Image]:
         png = None if fig is None else plots.png(fig)
         caption = _curve_caption(task_records, drawn=fig is not None)
         images.append(Image(f"curves_{_slug(task)}.png", task, caption, png))
+        scatter = plots.layer_scatter(task_records)
+        if scatter is not None:
+            images.append(
+                Image(
+                    f"layer_{_slug(task)}.png",
+                    f"{task}: recorded layer",
+                    "Each test sample's output of the layer the recipe records (an "
+                    "autoencoder's 2-d code), coloured by the sample's class: classes that "
+                    "form clusters were told apart without their labels.",
+                    plots.png(scatter),
+                )
+            )
     return images
 
 
@@ -148,6 +160,9 @@ def _curve_caption(task_records: list[Record], drawn: bool) -> str:
         f"weighted mean (pandas ewm, alpha={plots.EWM_ALPHA:g}). Colour: framework; "
         "line style: mode."
     )
+    baselines = next((r["baselines"] for r in task_records if r.get("baselines")), {})
+    for name, value in baselines.items():
+        caption += f" Dashed red line: {name.replace('_', ' ')} = {value:.4g}, the bar to clear."
     if all(r.get("init") == "shared" for r in task_records):
         caption += (
             " Every cell starts from the same weights and sees the same batches, so "

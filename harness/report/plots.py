@@ -115,6 +115,38 @@ def learning_curves(task_records: list[Record], alpha: float = EWM_ALPHA) -> Fig
     # an unavailable cell's record has no target: describe the task from a fuller one
     described = next((r for r in task_records if r.get("target")), task_records[0])
     _decorate(fig, ax_loss, ax_metric, described, metric, alpha)
+    _draw_baselines(ax_metric, described, metric)
+    return fig
+
+
+def _draw_baselines(ax, record: Record, metric: str | None) -> None:
+    for name, value in (record.get("baselines") or {}).items():
+        if metric and metric in name:
+            ax.axhline(value, color=FAILED_COLOR, lw=1, linestyle="--")
+            ax.annotate(name.replace("_", " "), (0.01, value), xycoords=("axes fraction", "data"),
+                        color=FAILED_COLOR, fontsize=8, va="bottom")  # fmt: skip
+
+
+def layer_scatter(task_records: list[Record]) -> Figure | None:
+    """A recorded 2-d layer (an autoencoder's code) on the test set, one panel per
+    framework x mode, points coloured by class."""
+    drawn = [
+        r for r in task_records
+        if r.get("layer_outputs") and len((r["layer_outputs"]["values"] or [[]])[0]) == 2
+    ]  # fmt: skip
+    if not drawn:
+        return None
+    fig = Figure(figsize=(max(4.8, min(3.2 * len(drawn), 13)), 3.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(drawn), squeeze=False)[0])
+    for ax, r in zip(axes, drawn, strict=True):
+        values = np.asarray(r["layer_outputs"]["values"], dtype=float)
+        labels = np.asarray(r["layer_outputs"]["labels"])
+        points = ax.scatter(values[:, 0], values[:, 1], c=labels, cmap="tab10", s=6)
+        ax.set_title(f"{r['framework']} {r['mode']}", fontsize=10)
+        ax.tick_params(labelsize=7)
+    fig.colorbar(points, ax=list(axes), label="class", shrink=0.8)
+    layer = drawn[0]["layer_outputs"]["layer"]
+    fig.suptitle(f"{drawn[0]['task']}: layer '{layer}' on the test set", fontsize=12)
     return fig
 
 

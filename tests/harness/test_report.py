@@ -182,3 +182,13 @@ def test_report_imports_with_frameworks_blocked():
     )
     out = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+def test_autoencoder_codes_and_baseline_are_drawn(tmp_path):
+    store = ResultStore(tmp_path, command="rosetta run --tasks autoencoder")
+    run_matrix([cell("autoencoder")], store, progress=False)
+    paths = write_report(tmp_path)
+    md = paths["md"].read_text()
+    assert "mean image mse = " in md and "the bar to clear" in md
+    assert "autoencoder: recorded layer" in md
+    assert (tmp_path / "figures" / "layer_autoencoder.png").stat().st_size > 10_000

@@ -122,3 +122,14 @@ def test_report_shows_failed_and_missing_values(tmp_path, monkeypatch):
     assert "| xor_single_layer | fake | eager | failed | - | - | - |" in text
     assert "**xor_single_layer/fake/eager/cpu**: failed: ValueError: injected failure" in text
     assert "rosetta run --tasks xor\n```" in text
+
+
+def test_autoencoder_records_its_baseline_and_codes(tmp_path):
+    r = run_one(cell("autoencoder"), tmp_path)
+    assert r["status"] == "ok", r["error"]
+    base = r["baselines"]["mean_image_mse"]
+    assert 0.5 < base < 1.5
+    assert r["metrics"]["mse"] < base  # a 2-d code already beats the mean image
+    codes = r["layer_outputs"]
+    assert codes["layer"] == "code" and len(codes["values"]) == len(codes["labels"]) == 359
+    assert len(codes["values"][0]) == 2
