@@ -22,6 +22,7 @@ import numpy as np
 
 from harness import data
 from harness.backend import Backend, BackendUnavailable, Options, load_backend
+from harness.data import text
 from harness.data.batching import batches, epoch_order, padded_chunks, steps_per_epoch
 from harness.init import canonical_weights
 from harness.metrics import evaluate, mean_predictor_mse, reached
@@ -42,6 +43,29 @@ class Diverged(RuntimeError):
 def predict_all(backend: Backend, state: Any, x: np.ndarray, size: int) -> np.ndarray:
     outs = [backend.predict(state, chunk)[:real] for chunk, real in padded_chunks(x, size)]
     return np.concatenate(outs)
+
+
+def generate(
+    backend: Backend, state: Any, prompt: np.ndarray, length: int, temperature: float, seed: int
+) -> dict[str, Any]:
+    """Sample a language model one character at a time: the window slides over what it
+    wrote. The random numbers come from ``seed`` alone, so frameworks whose
+    probabilities agree write the same text."""
+    rng = np.random.default_rng([seed, 99])
+    window, out = prompt.copy(), []
+    for _ in range(length):
+        logits = backend.predict(state, window[None])[0, -1].astype(np.float64) / temperature
+        p = np.exp(logits - logits.max())
+        p /= p.sum()
+        nxt = min(int(np.searchsorted(np.cumsum(p), rng.random())), len(p) - 1)
+        out.append(nxt)
+        window = np.concatenate([window[1:], np.array([nxt], dtype=window.dtype)])
+    return {
+        "prompt": text.decode(prompt),
+        "text": text.decode(out),
+        "temperature": temperature,
+        "seed": seed,
+    }
 
 
 def train(
@@ -95,8 +119,11 @@ def train(
             **{k: v for k, v in point.items() if k != "epoch"},
         )
     record.update(step_summary(step_s), steps=len(step_s), train_s=train_s)
+    record["baselines"] = dict(ds.info.get("baselines", {}))
     if r.kind == "autoencoder":
-        record["baselines"] = {"mean_image_mse": mean_predictor_mse(y_tr, y_te)}
+        record["baselines"]["mean_image_mse"] = mean_predictor_mse(y_tr, y_te)
+    if r.generate:
+        record["sample"] = generate(backend, state, x_te[0], r.generate, r.temperature, r.seed)
     if r.record_layer is not None:
         outs = [
             backend.activations(state, chunk)[r.record_layer][:real]

@@ -67,8 +67,11 @@ def parser() -> argparse.ArgumentParser:
     )
     r.add_argument(
         "--data-dir",
-        help="folder of real data files (MNIST IDX, diabetes.csv.gz): "
-        "runs each task on its file-backed data set instead of the embedded one",
+        "--data-file",
+        dest="data_dir",
+        help="folder of real data files (MNIST IDX, diabetes.csv.gz, the names files), or "
+        "for char_lstm a UTF-8 text file: runs each task on its file-backed data set "
+        "instead of the embedded one",
     )
     r.add_argument(
         "--init",
@@ -103,7 +106,12 @@ def parser() -> argparse.ArgumentParser:
         help="float64 (differences are rounding only) and/or float32",
     )
     c.add_argument("--steps", type=int, default=10, help="optimizer steps compared one by one")
-    c.add_argument("--data-dir", help="check on the real data files instead of embedded data")
+    c.add_argument(
+        "--data-dir",
+        "--data-file",
+        dest="data_dir",
+        help="check on the real data files (a folder, or a text file) instead of embedded data",
+    )
     c.add_argument("--out", help="write equivalence.jsonl here instead of results/<run-id>/")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     rp = sub.add_parser(

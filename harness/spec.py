@@ -20,7 +20,8 @@ Conventions every backend follows:
 
 Sequences (see docs/sequences.md for the equations):
   * Token inputs are int32 ``[N, steps]``; id 0 is padding. An ``embedding`` layer
-    turns ids into ``[steps, dim]`` vectors and starts a *mask* (id != 0) that
+    turns ids into ``[steps, dim]`` vectors and (unless its ``padding`` is false:
+    unpadded windows of a language model) starts a *mask* (id != 0) that
     follows the time axis through element-wise layers, per-step ``dense``,
     ``dropout`` and recurrent layers with ``return_sequences``, and is consumed by
     recurrent layers returning their last state and by global pooling. Padded
@@ -228,8 +229,10 @@ class Embedding(_Layer):
     """Token ids ``[steps]`` (int, 0 = padding) to vectors ``[steps, dim]``."""
 
     type: Literal["embedding"]
-    vocab: int = Field(gt=1)  # ids 0 .. vocab-1, id 0 is padding
+    vocab: int = Field(gt=1)  # ids 0 .. vocab-1
     dim: int = Field(gt=0)
+    # id 0 is padding and starts a mask; false for unpadded windows (a language model)
+    padding: bool = True
 
     def out_shape(self, shape: Shape) -> Shape:
         _need_rank(self, shape, 1, "token ids [steps]")
@@ -528,6 +531,10 @@ class RecipeSpec(_Frozen):
     report_weights: bool = False  # put the learned parameters in the record (tiny models)
     # put this layer's test-set outputs in the record (e.g. an autoencoder's 2-d code)
     record_layer: str | None = None
+    # a language model: after training, sample this many characters (seeded from the
+    # recipe's seed: every framework draws the same random numbers)
+    generate: int = Field(default=0, ge=0)
+    temperature: float = Field(default=1.0, gt=0.0)
 
     @model_validator(mode="after")
     def _kind_fits(self) -> RecipeSpec:
@@ -638,7 +645,7 @@ def _masks(layers, masked: bool, out: dict[str, bool]) -> bool:
         if kind == "embedding":
             if masked:
                 raise SpecError(f"layer {layer.name!r} (embedding) takes token ids, not vectors")
-            masked = True
+            masked = layer.padding
         elif kind in RECURRENT:
             masked = masked and layer.return_sequences
         elif kind in ("global_maxpool", "global_avgpool"):

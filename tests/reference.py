@@ -95,7 +95,7 @@ def _layers(layers, x: np.ndarray, mask, w: Weights, acts: dict):
     for layer in layers:
         kind = layer.type
         if kind == "embedding":
-            mask = x != 0
+            mask = (x != 0) if layer.padding else None
             x = w[f"{layer.name}.embeddings"][x]
         elif kind == "dense":
             x = x @ w[f"{layer.name}.kernel"]

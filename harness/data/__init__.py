@@ -47,6 +47,7 @@ class DatasetInfo:
     description: str
     needs_dir: bool = False  # a file data set: reads --data-dir
     check: Callable[[Path], None] | None = None  # raises DataError when files are missing
+    reads_file: bool = False  # --data-file names one file rather than a folder
 
 
 REGISTRY: dict[str, DatasetInfo] = {}
@@ -91,7 +92,10 @@ def preflight(
     directory = Path(data_dir) if data_dir is not None else None
     if info.needs_dir and directory is None:
         raise DataError(f"data set {name!r} reads files: give their folder with --data-dir")
-    if directory is not None:
+    if directory is not None and info.reads_file:
+        if not directory.is_file():
+            raise DataError(f"data file {str(directory)!r} does not exist ({info.description})")
+    elif directory is not None:
         if not directory.is_dir():
             raise DataError(
                 f"data directory {str(directory)!r} does not exist ({info.description})"

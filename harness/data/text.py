@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.data import Dataset, DatasetInfo, register, stratified_split
+from harness.data import DataError, Dataset, DatasetInfo, register, stratified_split
 
 PAD, UNKNOWN = 0, 1
 CHAR_VOCAB = 128  # ASCII code points; 0 (NUL) never occurs in text and pads
@@ -177,6 +177,89 @@ def sentiment_generated(
     return Dataset(x[tr], y[tr], x[te], y[te], 2, info)
 
 
+# --------------------------------------------------------------------------- characters
+
+BYTE_VOCAB = 257  # a byte b is id b + 1 (id 0 is never a character)
+_GRAMMAR = {
+    "S": [["NP", " ", "VP", ". "], ["NP", " ", "VP", ", and ", "NP", " ", "VP", ". "]],
+    "NP": [["the ", "N"], ["a ", "A", " ", "N"], ["every ", "N"]],
+    "VP": [["V", " ", "NP"], ["V", " ", "P", " ", "NP"], ["V"]],
+    "N": [[w] for w in "cat dog bird fox owl horse mouse river tree stone".split()],
+    "A": [[w] for w in "small quick quiet old red brave".split()],
+    "V": [[w] for w in ("sees", "follows", "sings to", "jumps over", "watches", "finds")],
+    "P": [[w] for w in "near under beside behind".split()],
+}
+
+
+def _expand(symbol: str, rng: np.random.Generator) -> str:
+    if symbol not in _GRAMMAR:
+        return symbol
+    options = _GRAMMAR[symbol]
+    return "".join(_expand(s, rng) for s in options[rng.integers(len(options))])
+
+
+def generated_text(chars: int, seed: int) -> str:
+    """Sentences of a small grammar: structure an LSTM can learn, well below the
+    characters' unigram entropy."""
+    rng = np.random.default_rng([seed, 13])
+    out: list[str] = []
+    while sum(map(len, out)) < chars:
+        sentence = _expand("S", rng)
+        out.append(sentence[0].upper() + sentence[1:])
+    return "".join(out)[:chars]
+
+
+def byte_ids(raw: bytes) -> np.ndarray:
+    return np.frombuffer(raw, dtype=np.uint8).astype(np.int32) + 1
+
+
+def decode(ids) -> str:
+    """Ids back to text (bytes that do not form UTF-8 become U+FFFD)."""
+    return bytes(int(i) - 1 for i in ids if 0 < int(i) < BYTE_VOCAB).decode("utf-8", "replace")
+
+
+def unigram_entropy(ids: np.ndarray) -> float:
+    """Entropy of the ids' frequencies in nats: the loss of a model that ignores context."""
+    p = np.bincount(ids) / len(ids)
+    p = p[p > 0]
+    return float(-(p * np.log(p)).sum())
+
+
+def windows(raw: bytes, params: dict[str, Any], test_fraction: float, source: str) -> Dataset:
+    """A language model's data: windows of ``steps`` byte ids, each labelled with the
+    next byte at every step; the last ``test_fraction`` of the text is the test set
+    (a contiguous split: no window straddles it)."""
+    steps = int(params.get("steps", 32))
+    ids = byte_ids(raw)
+    cut = int(len(ids) * (1 - test_fraction))
+    parts = []
+    for part in (ids[:cut], ids[cut:]):
+        n = (len(part) - 1) // steps
+        if n < 1:
+            raise ValueError(f"{source}: too short for windows of {steps} characters")
+        parts.append(part[: n * steps].reshape(n, steps))
+        parts.append(part[1 : n * steps + 1].reshape(n, steps))
+    x_tr, y_tr, x_te, y_te = parts
+    info = {
+        "source": source,
+        "split": f"first {cut} bytes train ({len(x_tr)} windows of {steps}), the rest test "
+        f"({len(x_te)} windows)",
+        "chance": 1.0 / BYTE_VOCAB,
+        "baselines": {"unigram_entropy_loss": unigram_entropy(ids[:cut])},
+        "prompt": decode(x_te[0]),
+    }
+    return Dataset(x_tr, y_tr, x_te, y_te, BYTE_VOCAB, info)
+
+
+def chars_generated(
+    params: dict[str, Any], test_fraction: float, seed: int, _: Path | None
+) -> Dataset:
+    """Generated sentences (``chars`` characters) cut into windows."""
+    chars = int(params.get("chars", 20000))
+    raw = generated_text(chars, seed).encode("ascii")
+    return windows(raw, params, test_fraction, f"{chars} characters of a generated grammar")
+
+
 def seq_shape(default_len: int):
     return lambda p: (int(p.get("max_len", default_len)),)
 
@@ -203,5 +286,41 @@ register(
         sentiment_generated,
         seq_shape(24),
         "generated positive/negative sentences",
+    )
+)
+register(
+    DatasetInfo(
+        "chars_generated",
+        chars_generated,
+        lambda p: (int(p.get("steps", 32)),),
+        "generated sentences as byte windows",
+    )
+)
+
+
+def text_file(
+    params: dict[str, Any], test_fraction: float, seed: int, path: Path | None
+) -> Dataset:
+    """Any UTF-8 text file (``--data-file``), as byte windows."""
+    assert path is not None
+    raw = path.read_bytes()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path} is not UTF-8 text ({err}); give a text file") from None
+    try:
+        return windows(raw, params, test_fraction, str(path))
+    except ValueError as err:
+        raise DataError(str(err)) from None
+
+
+register(
+    DatasetInfo(
+        "text_file",
+        text_file,
+        lambda p: (int(p.get("steps", 32)),),
+        "any UTF-8 text file, given with --data-file",
+        needs_dir=True,
+        reads_file=True,
     )
 )

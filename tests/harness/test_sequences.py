@@ -224,3 +224,46 @@ def test_reference_lstm_first_step_by_hand():
     i, gg, o = g[:2], g[4:6], g[6:]
     c = reference.sigmoid(i) * np.tanh(gg)  # c0 = 0, so the forget gate does not matter
     np.testing.assert_allclose(acts["l"][0], reference.sigmoid(o) * np.tanh(c), rtol=1e-12)
+
+
+class _Bigram:
+    """A stand-in language model: the next byte's logits depend on the last byte only."""
+
+    def __init__(self, table):
+        self.table = table
+
+    def predict(self, state, x):
+        return self.table[x]  # [1, steps, vocab]
+
+
+def test_sampler_is_seeded_and_follows_the_probabilities():
+    from harness.cell import generate
+
+    table = np.full((text.BYTE_VOCAB, text.BYTE_VOCAB), -30.0)
+    table[:, ord("a") + 1] = 0.0
+    table[ord("a") + 1, :] = -30.0
+    table[ord("a") + 1, ord("b") + 1] = 0.0  # after "a" always "b", else always "a"
+    prompt = text.byte_ids(b"xyz")
+    first = generate(_Bigram(table), None, prompt, 6, 1.0, seed=0)
+    assert first["text"] == "ababab" and first["prompt"] == "xyz"
+    noisy = np.random.default_rng(0).normal(size=table.shape)
+    a = generate(_Bigram(noisy), None, prompt, 40, 0.8, seed=1)
+    b = generate(_Bigram(noisy.copy()), None, prompt, 40, 0.8, seed=1)
+    c = generate(_Bigram(noisy), None, prompt, 40, 0.8, seed=2)
+    assert a == b and a["text"] != c["text"]
+
+
+def test_language_model_windows_and_entropy_baseline(tmp_path):
+    ds = data.load(DataSpec(dataset="chars_generated"))
+    np.testing.assert_array_equal(ds.x_train[:, 1:], ds.y_train[:, :-1])  # next character
+    assert ds.x_train.min() >= 1  # no padding id in a language model's windows
+    h = ds.info["baselines"]["unigram_entropy_loss"]
+    assert 2.5 < h < np.log(30)
+    f = tmp_path / "poem.txt"
+    f.write_text("Ünïcode text, " * 40, encoding="utf-8")
+    spec = DataSpec(dataset="chars_generated", real="text_file", params={"steps": 16})
+    real = data.load(spec.model_copy(update={"real_params": {"steps": 16}}), f)
+    assert real.x_train.shape[1] == 16 and "Ünïcode" in text.decode(real.x_train.reshape(-1))
+    (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(DataError, match="not UTF-8"):
+        data.load(spec, tmp_path / "bin.txt")
