@@ -27,13 +27,16 @@ State = Any  # whatever the backend needs; the runner only passes it back
 class Batch:
     """One minibatch as the harness hands it to every framework.
 
-    ``x`` is float32 (or float64 in a float64 run) NHWC / [N, features];
-    ``y`` is int32 class ids [N] for softmax cross-entropy, float [N, 1] for
-    binary cross-entropy, float [N, outputs] for mse.
+    ``x`` is float32 (or float64 in a float64 run) NHWC / [N, features], or int32
+    token ids [N, steps]; ``y`` is int32 class ids [N] (or [N, steps]) for softmax
+    cross-entropy, float [N, 1] for binary cross-entropy, float [N, outputs] for
+    mse. A gan's batch has real samples ``x``, no ``y``, and the generator's noise
+    ``z`` [N, latent].
     """
 
     x: np.ndarray
-    y: np.ndarray
+    y: np.ndarray | None
+    z: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -66,19 +69,33 @@ class Backend(Protocol):
 
     def train_step(self, state: State, batch: Batch) -> tuple[State, Any]:
         """One optimizer step; returns the new state and the batch loss (before the
-        step) as a scalar that ``float()`` accepts. The runner reads it, which syncs."""
+        step) as a scalar that ``float()`` accepts. The runner reads it, which syncs.
+
+        A gan recipe (``spec.recipe.kind == "gan"``) does two steps: the
+        discriminator on ``batch.x`` (label 1) and ``generator(batch.z)`` (label 0),
+        then the generator against the updated discriminator (label 1 for its
+        samples, the non-saturating loss), with the same ``z``; each network has its
+        own optimizer built from the recipe. It returns the pair (discriminator loss,
+        generator loss), each taken before its own update."""
 
     def predict(self, state: State, x: np.ndarray) -> np.ndarray:
-        """Model outputs (logits) in inference mode (dropout off) as numpy."""
+        """Model outputs (logits) in inference mode (dropout off) as numpy; a gan's
+        generator's samples for noise ``x``."""
 
     def loss_and_grads(self, state: State, batch: Batch) -> tuple[float, Weights]:
         """Loss and gradients w.r.t. every parameter, canonical names and layouts,
-        in inference mode (dropout off), without changing the state."""
+        in inference mode (dropout off), without changing the state. For a gan, at
+        the current weights: the discriminator's loss, its gradients w.r.t. the
+        discriminator and the generator loss's w.r.t. the generator. The recipe's
+        l1 term and label smoothing are part of the loss; clipping is not (it acts
+        on the step)."""
 
     def activations(self, state: State, x: np.ndarray) -> dict[str, np.ndarray]:
         """Every layer's output for input ``x`` in inference mode, keyed by the spec's
         layer name (blocks and the layers inside them, as ``harness.spec.walk`` lists
-        them), in canonical layout (NHWC images, [N, features] vectors). Used by the
+        them), in canonical layout (NHWC images, [N, features] vectors, [N, steps,
+        features] sequences); for a gan, noise ``x`` through the generator and its
+        samples through the discriminator. Used by the
         equivalence check to name the first layer where frameworks part; it must not
         change the path ``train_step`` runs."""
 

@@ -22,11 +22,10 @@ import numpy as np
 
 from harness import data
 from harness.backend import Backend, BackendUnavailable, Options, load_backend
-from harness.data import text
-from harness.data.batching import batches, epoch_order, padded_chunks, steps_per_epoch
 from harness.init import canonical_weights
-from harness.metrics import evaluate, mean_predictor_mse, reached
-from harness.spec import TaskSpec, check_model, param_count, parse_spec
+from harness.metrics import reached
+from harness.recipes import recipe_for
+from harness.spec import TaskSpec, check_model, parse_spec, task_param_count
 from harness.timing import Phases, step_summary
 
 EVENT_PREFIX = "@@rosetta "
@@ -40,73 +39,46 @@ class Diverged(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
-def predict_all(backend: Backend, state: Any, x: np.ndarray, size: int) -> np.ndarray:
-    outs = [backend.predict(state, chunk)[:real] for chunk, real in padded_chunks(x, size)]
-    return np.concatenate(outs)
-
-
-def generate(
-    backend: Backend, state: Any, prompt: np.ndarray, length: int, temperature: float, seed: int
-) -> dict[str, Any]:
-    """Sample a language model one character at a time: the window slides over what it
-    wrote. The random numbers come from ``seed`` alone, so frameworks whose
-    probabilities agree write the same text."""
-    rng = np.random.default_rng([seed, 99])
-    window, out = prompt.copy(), []
-    for _ in range(length):
-        logits = backend.predict(state, window[None])[0, -1].astype(np.float64) / temperature
-        p = np.exp(logits - logits.max())
-        p /= p.sum()
-        nxt = min(int(np.searchsorted(np.cumsum(p), rng.random())), len(p) - 1)
-        out.append(nxt)
-        window = np.concatenate([window[1:], np.array([nxt], dtype=window.dtype)])
-    return {
-        "prompt": text.decode(prompt),
-        "text": text.decode(out),
-        "temperature": temperature,
-        "seed": seed,
-    }
-
-
 def train(
     backend: Backend, state: Any, spec: TaskSpec, ds: data.Dataset, dtype: str, record: dict
 ) -> Any:
-    """The training loop every framework shares; fills ``record`` as it goes."""
+    """The training loop every framework and recipe kind shares (the kind's batches
+    and evaluation come from harness/recipes.py); fills ``record`` as it goes."""
     r = spec.recipe
-    x_tr, y_tr, x_te, y_te = data.arrays(ds, r, dtype)
+    recipe = recipe_for(spec, ds, dtype)
     step_s: list[float] = []
     curve: list[dict[str, Any]] = record["curve"]
     train_s = 0.0
-    if steps_per_epoch(len(x_tr), r.batch_size, r.drop_last) == 0:
+    if recipe.steps_per_epoch() == 0:
         raise ValueError(
-            f"batch_size {r.batch_size} is larger than the {len(x_tr)} training samples "
-            "(with drop_last = true no step would run): lower recipe.batch_size"
+            f"batch_size {r.batch_size} is larger than the {len(recipe.x_train)} training "
+            "samples (with drop_last = true no step would run): lower recipe.batch_size"
         )
     for epoch in range(r.epochs):
-        losses = []
+        losses: list[list[float]] = []
         first = len(step_s)
-        for batch in batches(
-            x_tr, y_tr, r.batch_size, epoch_order(len(x_tr), r.seed, epoch), r.drop_last
-        ):
+        for batch in recipe.batches(epoch):
             t0 = time.perf_counter()
             state, loss = backend.train_step(state, batch)
-            loss = float(loss)  # a host read: the step's device work is done when it returns
+            # a host read: the step's device work is done when it returns
+            values = [float(v) for v in (loss if isinstance(loss, tuple | list) else (loss,))]
             step_s.append(time.perf_counter() - t0)
-            if not math.isfinite(loss):
+            if not all(math.isfinite(v) for v in values):
                 record["steps"] = len(step_s)
-                raise Diverged(f"loss became {loss} at epoch {epoch + 1}, step {len(losses) + 1}")
-            losses.append(loss)
+                shown = ", ".join(
+                    f"{n[6:]} {v}" for n, v in zip(recipe.losses, values, strict=True)
+                )
+                raise Diverged(
+                    f"loss became {values[0] if len(values) == 1 else shown} "
+                    f"at epoch {epoch + 1}, step {len(losses) + 1}"
+                )
+            losses.append(values)
         train_s += sum(step_s[first:])
-        point: dict[str, Any] = {
-            "epoch": epoch + 1,
-            "train_loss": float(np.mean(losses)),
-            "time_s": train_s,
-        }
+        point: dict[str, Any] = {"epoch": epoch + 1}
+        point.update(zip(recipe.losses, np.mean(losses, axis=0).tolist(), strict=True))
+        point["time_s"] = train_s
         if (epoch + 1) % r.eval_every == 0 or epoch + 1 == r.epochs:
-            out = predict_all(backend, state, x_te, r.eval_batch_size)
-            point.update(
-                {f"test_{k}": v for k, v in evaluate(r.loss, spec.metrics, out, y_te).items()}
-            )
+            point.update({f"test_{k}": v for k, v in recipe.evaluate(backend, state).items()})
             if r.target and record["time_to_target_s"] is None:
                 value = point.get(f"test_{r.target.metric}")
                 if value is not None and reached(r.target.metric, value, r.target.value):
@@ -119,21 +91,7 @@ def train(
             **{k: v for k, v in point.items() if k != "epoch"},
         )
     record.update(step_summary(step_s), steps=len(step_s), train_s=train_s)
-    record["baselines"] = dict(ds.info.get("baselines", {}))
-    if r.kind == "autoencoder":
-        record["baselines"]["mean_image_mse"] = mean_predictor_mse(y_tr, y_te)
-    if r.generate:
-        record["sample"] = generate(backend, state, x_te[0], r.generate, r.temperature, r.seed)
-    if r.record_layer is not None:
-        outs = [
-            backend.activations(state, chunk)[r.record_layer][:real]
-            for chunk, real in padded_chunks(x_te, r.eval_batch_size)
-        ]
-        record["layer_outputs"] = {
-            "layer": r.record_layer,
-            "values": np.concatenate(outs).round(5).tolist(),
-            "labels": ds.y_test.tolist(),
-        }
+    recipe.finish(backend, state, record)
     return state
 
 
@@ -183,7 +141,7 @@ def run_cell(cfg: dict[str, Any]) -> dict[str, Any]:
             state = backend.build(spec, shape, weights)
             backend.sync(state)
         record["param_count"] = backend.param_count(state)
-        record["param_count_spec"] = param_count(spec.model, shape)
+        record["param_count_spec"] = task_param_count(spec, shape)
         if record["param_count"] != record["param_count_spec"]:
             raise RuntimeError(
                 f"{cfg['framework']} built {record['param_count']} parameters, the spec has "

@@ -17,7 +17,7 @@ import zlib
 import numpy as np
 
 from harness.backend import Weights
-from harness.spec import RECURRENT, Shape, TaskSpec, param_shapes, walk
+from harness.spec import RECURRENT, Shape, TaskSpec, task_layers, task_param_shapes
 
 
 def _stream(seed: int, name: str) -> np.random.Generator:
@@ -45,9 +45,10 @@ def _draw(layer, name: str, shape: Shape, shapes: dict[str, Shape], seed: int) -
 
 
 def canonical_weights(spec: TaskSpec, input_shape: Shape, dtype: str = "float32") -> Weights:
-    """Initial parameters for ``spec``, canonical names and layouts."""
-    shapes = param_shapes(spec.model, input_shape)
-    layers = {layer.name: layer for layer, _, _ in walk(spec.model.layers, tuple(input_shape))}
+    """Initial parameters for ``spec`` (every network of it), canonical names and layouts;
+    ``input_shape`` is the data's sample shape."""
+    shapes = task_param_shapes(spec, input_shape)
+    layers = {layer.name: layer for layer, _, _ in task_layers(spec, tuple(input_shape))}
     weights: Weights = {}
     for name, shape in shapes.items():
         layer = layers[name.rsplit(".", 1)[0]]

@@ -46,9 +46,44 @@ def evaluate(
     return values
 
 
+HIGHER_IS_BETTER = ("accuracy", "modes_covered", "quality")
+
+
 def reached(metric: str, value: float, target: float) -> bool:
-    """Whether ``value`` meets a target: accuracies from above, losses from below."""
-    return value >= target if metric == "accuracy" else value <= target
+    """Whether ``value`` meets a target: accuracies and sample quality from above,
+    losses and distances from below."""
+    return value >= target if metric in HIGHER_IS_BETTER else value <= target
+
+
+def energy_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """2 E|A-B| - E|A-A'| - E|B-B'| (Szekely): 0 when the two samples come from the
+    same distribution, larger the further apart they are."""
+
+    def mean_dist(p, q):
+        return float(np.sqrt(((p[:, None, :] - q[None, :, :]) ** 2).sum(-1)).mean())
+
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    return 2 * mean_dist(a, b) - mean_dist(a, a) - mean_dist(b, b)
+
+
+def gan_metrics(samples: np.ndarray, real: np.ndarray, modes: dict) -> dict[str, float]:
+    """A generator's samples against a mixture of Gaussians with known ``centres``
+    and ``sigma``: a sample is of good *quality* when it lies within 3 sigma of a
+    centre; a mode is *covered* when at least ``min_share`` of the samples are good
+    ones near it (VEEGAN's protocol); the *energy distance* compares the samples with
+    real test samples."""
+    centres = np.asarray(modes["centres"], dtype=np.float64)
+    s = samples.astype(np.float64)
+    dist = np.sqrt(((s[:, None, :] - centres[None]) ** 2).sum(-1))
+    nearest, good = dist.argmin(axis=1), dist.min(axis=1) < 3 * modes["sigma"]
+    counts = np.bincount(nearest[good], minlength=len(centres))
+    if not np.all(np.isfinite(s)):
+        return {"modes_covered": 0.0, "quality": 0.0, "energy_distance": float("inf")}
+    return {
+        "modes_covered": float((counts >= modes["min_share"] * len(s)).sum()),
+        "quality": float(good.mean()),
+        "energy_distance": energy_distance(s, real),
+    }
 
 
 def mean_predictor_mse(y_train: np.ndarray, y_test: np.ndarray) -> float:

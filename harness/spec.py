@@ -501,14 +501,25 @@ class ModelSpec(_Frozen):
 
 
 class Optimizer(_Frozen):
-    name: Literal["sgd", "adam"]
+    # adamw: Adam with decoupled weight decay (p -= lr * weight_decay * p, apart from
+    # the gradient), as torch.optim.AdamW, keras.optimizers.AdamW and optax.adamw
+    name: Literal["sgd", "adam", "adamw"]
     learning_rate: float = Field(gt=0.0)
     momentum: float = Field(default=0.0, ge=0.0, lt=1.0)  # sgd only
     beta1: float = Field(default=0.9, ge=0.0, lt=1.0)  # adam only
     beta2: float = Field(default=0.999, ge=0.0, lt=1.0)
     epsilon: float = Field(default=1e-8, gt=0.0)
-    # coupled L2 (added to the gradient), as torch.optim's weight_decay
+    # sgd, adam: coupled L2 (added to the gradient), as torch.optim's weight_decay;
+    # adamw: decoupled; either way on every parameter, biases included (torch's default)
     weight_decay: float = Field(default=0.0, ge=0.0)
+
+
+class Augment(_Frozen):
+    """Image augmentation drawn by the harness from the recipe's seed, so every
+    framework trains on the same augmented batches."""
+
+    shift: int = Field(default=0, ge=0)  # translate by up to this many pixels, zero fill
+    flip: bool = False  # mirror left-right with probability 1/2
 
 
 class Target(_Frozen):
@@ -517,8 +528,9 @@ class Target(_Frozen):
 
 
 class RecipeSpec(_Frozen):
-    # autoencoder: the target is the input itself, flattened (loss mse)
-    kind: Literal["supervised", "autoencoder"] = "supervised"
+    # autoencoder: the target is the input itself, flattened (loss mse);
+    # gan: ``model`` is the generator (noise -> sample), ``discriminator`` judges samples
+    kind: Literal["supervised", "autoencoder", "gan"] = "supervised"
     loss: Literal["mse", "binary_cross_entropy", "softmax_cross_entropy"]
     optimizer: Optimizer
     batch_size: int = Field(gt=0)
@@ -535,6 +547,11 @@ class RecipeSpec(_Frozen):
     # recipe's seed: every framework draws the same random numbers)
     generate: int = Field(default=0, ge=0)
     temperature: float = Field(default=1.0, gt=0.0)
+    # regularization, usable by any task (see is_weight for what l1 covers)
+    l1: float = Field(default=0.0, ge=0.0)  # loss += l1 * sum |w| over kernels/embeddings
+    label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)  # softmax_cross_entropy
+    clip_norm: float | None = Field(default=None, gt=0.0)  # gradients' global L2 norm
+    augment: Augment | None = None
 
     @model_validator(mode="after")
     def _kind_fits(self) -> RecipeSpec:
@@ -542,6 +559,16 @@ class RecipeSpec(_Frozen):
             raise SpecError(
                 f"recipe.loss {self.loss!r}: an autoencoder recipe reconstructs its input, "
                 "its loss must be 'mse'"
+            )
+        if self.label_smoothing and self.loss != "softmax_cross_entropy":
+            raise SpecError(
+                f"recipe.label_smoothing smooths class labels; loss {self.loss!r} has none "
+                "(use it with 'softmax_cross_entropy')"
+            )
+        if self.kind == "gan" and self.loss != "binary_cross_entropy":
+            raise SpecError(
+                f"recipe.loss {self.loss!r}: a gan's discriminator tells real from generated, "
+                "its loss must be 'binary_cross_entropy'"
             )
         return self
 
@@ -552,6 +579,9 @@ METRICS = {
     "softmax_cross_entropy": ("loss", "accuracy"),
 }
 
+
+# a gan is judged by its samples (harness/metrics.py), not by a test loss
+GAN_METRICS = ("modes_covered", "quality", "energy_distance")
 
 FLOAT64_RTOL = 1e-9  # float64: frameworks differ by rounding only
 
@@ -564,6 +594,19 @@ class Tolerance(_Frozen):
     why: str = "float32 sums in a different order in each framework"
 
 
+def _prefix_unnamed(layers: list, prefix: str) -> list:
+    """Raw layer dicts with ``prefix`` on the names the file left out, so a second
+    network's automatic names cannot clash with the first's."""
+    out = []
+    counts: dict[str, int] = {}
+    for layer in layers:
+        if isinstance(layer, dict) and "name" not in layer and isinstance(layer.get("type"), str):
+            counts[layer["type"]] = counts.get(layer["type"], 0) + 1
+            layer = {**layer, "name": f"{prefix}{layer['type']}_{counts[layer['type']]}"}
+        out.append(layer)
+    return out
+
+
 class TaskSpec(_Frozen):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     title: str = ""
@@ -571,9 +614,46 @@ class TaskSpec(_Frozen):
     model: ModelSpec
     recipe: RecipeSpec
     tolerance: Tolerance = Tolerance()
+    discriminator: ModelSpec | None = None  # a gan's second network
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_discriminator(cls, data: Any) -> Any:
+        disc = data.get("discriminator") if isinstance(data, dict) else None
+        if isinstance(disc, dict) and isinstance(disc.get("layers"), list):
+            data = {
+                **data,
+                "discriminator": {**disc, "layers": _prefix_unnamed(disc["layers"], "d_")},
+            }
+        return data
+
+    @model_validator(mode="after")
+    def _networks_fit(self) -> TaskSpec:
+        gan = self.recipe.kind == "gan"
+        if gan and self.discriminator is None:
+            raise SpecError("a gan recipe needs a [discriminator] with its layers")
+        if not gan and self.discriminator is not None:
+            raise SpecError(
+                f"[discriminator] is only used by recipe.kind 'gan', not {self.recipe.kind!r}"
+            )
+        if gan:
+            if self.model.input_shape is None or len(self.model.input_shape) != 1:
+                raise SpecError(
+                    "a gan's model (the generator) needs input_shape = [latent size]: "
+                    "its input is noise, not the data"
+                )
+            g = {layer.name for layer, _, _ in walk(self.model.layers, self.model.input_shape)}
+            d = {layer.name for layer, _, _ in _walk_names(self.discriminator.layers)}
+            if g & d:
+                raise SpecError(
+                    f"layer names {sorted(g & d)} are used in both networks; names must be unique"
+                )
+        return self
 
     @property
     def metrics(self) -> tuple[str, ...]:
+        if self.recipe.kind == "gan":
+            return GAN_METRICS
         return METRICS[self.recipe.loss]
 
     def spec_hash(self) -> str:
@@ -614,6 +694,52 @@ def walk(layers: tuple[Layer, ...] | list[Layer], shape: Shape) -> list[tuple[La
             out.extend(walk(seq, shape))
         shape = out_shape
     return out
+
+
+def is_weight(param: str) -> bool:
+    """Whether ``l1`` counts a canonical parameter: kernels and embeddings, not biases."""
+    return not param.rsplit(".", 1)[-1].endswith("bias")
+
+
+def _walk_names(layers) -> list[tuple[Layer, None, None]]:
+    """Every layer, depth first, without shapes (for names only)."""
+    out = []
+    for layer in layers:
+        out.append((layer, None, None))
+        for seq in layer.children():
+            out.extend(_walk_names(seq))
+    return out
+
+
+def networks(spec: TaskSpec, data_shape: Shape) -> list[tuple[str, ModelSpec, Shape]]:
+    """The networks a task trains, each with its input shape: the model on the data,
+    or a gan's generator on noise and its discriminator on samples."""
+    if spec.discriminator is None:
+        return [("model", spec.model, tuple(data_shape))]
+    latent = tuple(spec.model.input_shape or ())
+    return [
+        ("generator", spec.model, latent),
+        ("discriminator", spec.discriminator, tuple(data_shape)),
+    ]
+
+
+def task_param_shapes(spec: TaskSpec, data_shape: Shape) -> dict[str, Shape]:
+    """Canonical parameter names and shapes of every network of a task."""
+    shapes: dict[str, Shape] = {}
+    for _, model, shape in networks(spec, data_shape):
+        shapes.update(param_shapes(model, shape))
+    return shapes
+
+
+def task_param_count(spec: TaskSpec, data_shape: Shape) -> int:
+    return sum(math.prod(s) for s in task_param_shapes(spec, data_shape).values())
+
+
+def task_layers(spec: TaskSpec, data_shape: Shape) -> list[tuple[Layer, Shape, Shape]]:
+    """Every layer of every network, depth first, with input and output shapes."""
+    return [
+        item for _, model, shape in networks(spec, data_shape) for item in walk(model.layers, shape)
+    ]
 
 
 def param_shapes(model: ModelSpec, input_shape: Shape | None = None) -> dict[str, Shape]:
@@ -681,8 +807,27 @@ def masked_inputs(model: ModelSpec) -> dict[str, bool]:
     return out
 
 
+def _check_gan(spec: TaskSpec, data_shape: Shape) -> Shape:
+    assert spec.discriminator is not None
+    out = output_shape(spec.model, spec.model.input_shape)
+    if out != tuple(data_shape):
+        raise SpecError(
+            f"task {spec.name!r}: the generator makes samples of shape {list(out)}, but "
+            f"data set {spec.data.dataset!r} has samples of shape {list(data_shape)}"
+        )
+    judged = output_shape(spec.discriminator, data_shape)
+    if judged != (1,):
+        raise SpecError(
+            f"task {spec.name!r}: the discriminator must end with one logit (dense, units 1), "
+            f"not shape {list(judged)}"
+        )
+    return out
+
+
 def check_model(spec: TaskSpec, input_shape: Shape) -> Shape:
     """Validate the model against the data's input shape; returns the output shape."""
+    if spec.recipe.kind == "gan":
+        return _check_gan(spec, input_shape)
     if spec.model.input_shape is not None and tuple(spec.model.input_shape) != tuple(input_shape):
         raise SpecError(
             f"task {spec.name!r}: model.input_shape {list(spec.model.input_shape)} does not "

@@ -47,3 +47,30 @@ register(
     )
 )
 register(DatasetInfo("xor", xor, lambda p: (2,), "the four XOR points"))
+
+
+def gaussian_ring(
+    params: dict[str, Any], test_fraction: float, seed: int, _: Path | None
+) -> Dataset:
+    """The GAN benchmark's 2-d mixture: ``modes`` Gaussians of std ``sigma`` evenly on
+    a circle of ``radius``; the label is the mode each point came from."""
+    k, n = int(params.get("modes", 8)), int(params.get("n", 4000))
+    radius, sigma = float(params.get("radius", 2.0)), float(params.get("sigma", 0.05))
+    angles = 2 * np.pi * np.arange(k) / k
+    centres = radius * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    rng = np.random.default_rng([seed, 29])
+    y = rng.integers(0, k, size=n)
+    x = (centres[y] + sigma * rng.standard_normal((n, 2))).astype(np.float32)
+    n_test = int(round(n * test_fraction))
+    info = {
+        "split": f"{n - n_test} train / {n_test} test points, seed {seed}",
+        "modes": {"centres": centres.tolist(), "sigma": sigma, "min_share": 0.25 / k},
+    }
+    return Dataset(x[n_test:], y[n_test:], x[:n_test], y[:n_test], k, info)
+
+
+register(
+    DatasetInfo(
+        "gaussian_ring", gaussian_ring, lambda p: (2,), "a ring of 2-d Gaussians (GAN benchmark)"
+    )
+)

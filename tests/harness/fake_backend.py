@@ -13,13 +13,22 @@ from typing import Any, ClassVar
 import numpy as np
 
 from harness.backend import Batch, Options, Weights
-from harness.spec import TaskSpec, walk
+from harness.spec import TaskSpec, networks, walk
 
 ACTIVATIONS = {
     "relu": (lambda z: np.maximum(z, 0), lambda z, a: (z > 0).astype(z.dtype)),
     "sigmoid": (lambda z: 1 / (1 + np.exp(-z)), lambda z, a: a * (1 - a)),
     "tanh": (np.tanh, lambda z, a: 1 - a**2),
 }
+
+
+def _sigmoid(z):
+    return 1 / (1 + np.exp(-z))
+
+
+def _bce(logits, label: float) -> float:
+    z = logits.reshape(-1)
+    return float(np.mean(np.maximum(z, 0) - z * label + np.log1p(np.exp(-np.abs(z)))))
 
 
 def _fault() -> str:
@@ -42,21 +51,27 @@ class NumpyBackend:
         return "cpu (numpy)"
 
     def build(self, spec: TaskSpec, input_shape, weights: Weights | None) -> dict[str, Any]:
-        layers = []
-        for layer, _, _ in walk(spec.model.layers, tuple(input_shape)):
-            if layer.type not in ("dense", "flatten", *ACTIVATIONS):
-                raise NotImplementedError(f"the numpy backend has no {layer.type} layer")
-            layers.append(layer)
+        nets = {}
+        for role, model, shape in networks(spec, tuple(input_shape)):
+            nets[role] = []
+            for layer, _, _ in walk(model.layers, shape):
+                if layer.type not in ("dense", "flatten", *ACTIVATIONS):
+                    raise NotImplementedError(f"the numpy backend has no {layer.type} layer")
+                nets[role].append(layer)
         if weights is None:
             raise NotImplementedError("the numpy backend has no native initializer")
         params = {k: v.copy() for k, v in weights.items()}
         velocity = {k: np.zeros_like(v) for k, v in params.items()}
-        return {"spec": spec, "layers": layers, "params": params, "velocity": velocity, "steps": 0}
+        layers = nets.get("model", nets.get("generator"))
+        return {
+            "spec": spec, "layers": layers, "d_layers": nets.get("discriminator"),
+            "params": params, "velocity": velocity, "steps": 0,
+        }  # fmt: skip
 
-    def _forward(self, state, x, seen=None):
+    def _forward(self, state, x, seen=None, layers=None):
         p, tape = state["params"], []
         a = x.reshape(len(x), -1)
-        for layer in state["layers"]:
+        for layer in state["layers"] if layers is None else layers:
             if layer.type == "dense":
                 tape.append(("dense", layer.name, a))
                 a = a @ p[f"{layer.name}.kernel"] + self._bias(p, layer.name)
@@ -93,6 +108,11 @@ class NumpyBackend:
         else:
             loss = np.mean((out - batch.y) ** 2)
             g = 2 * (out - batch.y) / out.size
+        grads, _ = self._backward(state, tape, g)
+        return float(loss), grads
+
+    def _backward(self, state, tape, g):
+        """Gradients of the tape's parameters, and the gradient at its input."""
         grads = {}
         for entry in reversed(tape):
             if entry[0] == "dense":
@@ -104,9 +124,43 @@ class NumpyBackend:
             else:
                 kind, z, a = entry
                 g = g * ACTIVATIONS[kind][1](z, a)
-        return float(loss), grads
+        return grads, g
+
+    def _sgd(self, state, grads):
+        opt = state["spec"].recipe.optimizer
+        for k, g in grads.items():
+            g = g + opt.weight_decay * state["params"][k]
+            state["velocity"][k] = opt.momentum * state["velocity"][k] + g
+            state["params"][k] -= opt.learning_rate * state["velocity"][k]
+
+    def _gan_grads(self, state, batch: Batch):
+        """The discriminator's loss and gradients, and a function giving the generator's
+        loss and gradients against the discriminator as it is when called."""
+        n = len(batch.x)
+        fake, g_tape = self._forward(state, batch.z)
+        out_r, tape_r = self._forward(state, batch.x, layers=state["d_layers"])
+        out_f, tape_f = self._forward(state, fake, layers=state["d_layers"])
+        d_loss = _bce(out_r, 1.0) + _bce(out_f, 0.0)
+        grads, _ = self._backward(state, tape_r, (_sigmoid(out_r) - 1) / n)
+        fake_grads, _ = self._backward(state, tape_f, _sigmoid(out_f) / n)
+        d_grads = {k: grads[k] + fake_grads[k] for k in grads}
+
+        def generator():
+            out, tape = self._forward(state, fake, layers=state["d_layers"])
+            _, g_at_fake = self._backward(state, tape, (_sigmoid(out) - 1) / n)
+            g_grads, _ = self._backward(state, g_tape, g_at_fake)
+            return _bce(out, 1.0), g_grads
+
+        return d_loss, d_grads, generator
 
     def train_step(self, state, batch: Batch):
+        if state["d_layers"] is not None:
+            d_loss, d_grads, generator = self._gan_grads(state, batch)
+            self._sgd(state, d_grads)
+            g_loss, g_grads = generator()
+            self._sgd(state, g_grads)
+            state["steps"] += 1
+            return state, (d_loss, g_loss)
         loss, grads = self._loss_grad(state, batch)
         if _fault() == "hang":
             time.sleep(3600)
@@ -114,11 +168,7 @@ class NumpyBackend:
             loss = float("nan")
         if _fault() == "raise":
             raise ValueError("injected failure")
-        opt = state["spec"].recipe.optimizer
-        for k, g in grads.items():
-            g = g + opt.weight_decay * state["params"][k]
-            state["velocity"][k] = opt.momentum * state["velocity"][k] + g
-            state["params"][k] -= opt.learning_rate * state["velocity"][k]
+        self._sgd(state, grads)
         state["steps"] += 1
         return state, loss
 
@@ -126,6 +176,9 @@ class NumpyBackend:
         return self._forward(state, x)[0]
 
     def loss_and_grads(self, state, batch):
+        if state["d_layers"] is not None:
+            d_loss, d_grads, generator = self._gan_grads(state, batch)
+            return d_loss, {**d_grads, **generator()[1]}
         return self._loss_grad(state, batch)
 
     def get_weights(self, state) -> Weights:

@@ -237,7 +237,7 @@ class _Bigram:
 
 
 def test_sampler_is_seeded_and_follows_the_probabilities():
-    from harness.cell import generate
+    from harness.recipes import generate
 
     table = np.full((text.BYTE_VOCAB, text.BYTE_VOCAB), -30.0)
     table[:, ord("a") + 1] = 0.0
