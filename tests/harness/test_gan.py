@@ -13,11 +13,18 @@ from harness.backend import Batch
 from harness.init import canonical_weights
 from harness.metrics import energy_distance, gan_metrics, reached
 from harness.recipes import GanRecipe
-from harness.spec import SpecError, check_model, parse_spec, resolve_task, task_param_count
+from harness.spec import (
+    TASKS_DIR,
+    SpecError,
+    check_model,
+    load_spec,
+    parse_spec,
+    task_param_count,
+)
 from tests.harness.fake_backend import NumpyBackend
 from tests.harness.test_runner import cell, run_one
 
-GAN = resolve_task("gan")
+GAN = load_spec(TASKS_DIR / "next" / "gan.toml")  # until the backends train gans
 
 
 def gan_dict(**changes):
@@ -126,7 +133,7 @@ def test_numpy_gan_gradients_match_finite_differences():
 
 def test_gan_runs_through_the_runner(tmp_path):
     short = GAN.model_copy(update={"recipe": GAN.recipe.model_copy(update={"epochs": 4})})
-    r = run_one(replace(cell("gan"), spec=short), tmp_path)
+    r = run_one(replace(cell("xor"), spec=short, source="gan.toml"), tmp_path)
     assert r["status"] == "ok", r["error"]
     point = r["curve"][-1]
     assert {"train_loss", "train_g_loss", "test_modes_covered", "test_quality"} <= set(point)
