@@ -94,6 +94,16 @@ def build(run_dir: Path) -> tuple[Content, Any]:
         command=command,
         command_note=command_note,
         notes=notes,
+        samples=[
+            {
+                "task": r["task"],
+                "cell": f"{r['framework']}/{r['mode']}",
+                "prompt": r["sample"]["prompt"],
+                "text": r["sample"]["text"],
+            }
+            for r in records
+            if r.get("sample")
+        ],
     )
     return content, df
 

@@ -83,22 +83,30 @@ def _log_if_wide(ax, values: list[float]) -> None:
 
 
 def learning_curves(task_records: list[Record], alpha: float = EWM_ALPHA) -> Figure | None:
-    """Train loss and the test metric per epoch, every framework x mode of one task.
+    """Train loss, test loss and the test metric per epoch, every framework x mode of
+    one task; the two loss panels share their scale, so over-fitting (train falling
+    while test rises) shows as a gap.
 
     Args:
         task_records: the records of one task; cells without a curve are skipped.
         alpha: the exponentially weighted mean's weight of the newest epoch.
 
     Returns:
-        A figure with two panels, or None when no cell of the task has a curve.
+        A figure with two or three panels, or None when no cell has a curve.
     """
     drawn = [r for r in task_records if r.get("curve")]
     if not drawn:
         return None
     metric = headline_metric(drawn)
+    keys = {k for r in drawn for p in r["curve"] for k in p}
+    test_loss = "test_loss" in keys and metric != "loss"
     order = list(dict.fromkeys(r["framework"] for r in task_records))
-    fig = Figure(figsize=(11, 4.4), layout="constrained")
-    ax_loss, ax_metric = fig.subplots(1, 2)
+    fig = Figure(figsize=(14 if test_loss else 11, 4.4), layout="constrained")
+    axes = fig.subplots(1, 3 if test_loss else 2)
+    ax_loss, ax_metric = axes[0], axes[-1]
+    ax_test = axes[1] if test_loss else None
+    if ax_test is not None:
+        ax_test.sharey(ax_loss)
     losses: list[float] = []
     for r in drawn:
         curve = pd.DataFrame(r["curve"])
@@ -109,9 +117,15 @@ def learning_curves(task_records: list[Record], alpha: float = EWM_ALPHA) -> Fig
         )
         _smoothed(ax_loss, curve["epoch"], curve["train_loss"], color, style, label, alpha)
         losses += curve["train_loss"].tolist()
+        if ax_test is not None and "test_loss" in curve:
+            _smoothed(ax_test, curve["epoch"], curve["test_loss"], color, style, None, alpha)
+            losses += curve["test_loss"].tolist()
         if metric and f"test_{metric}" in curve:
             _smoothed(ax_metric, curve["epoch"], curve[f"test_{metric}"], color, style, None, alpha)
     _log_if_wide(ax_loss, losses)
+    if ax_test is not None:
+        ax_test.set(title="test loss (after each evaluated epoch)", xlabel="epoch")
+        ax_test.grid(alpha=0.3)
     # an unavailable cell's record has no target: describe the task from a fuller one
     described = next((r for r in task_records if r.get("target")), task_records[0])
     _decorate(fig, ax_loss, ax_metric, described, metric, alpha)

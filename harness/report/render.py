@@ -20,6 +20,13 @@ SECTIONS = (
 )
 
 
+SAMPLES_NOTE = (
+    "Sampled one character at a time after training, with the same random numbers in "
+    "every cell: cells whose models agree write the same text, and a framework that "
+    "parts from the others shows where."
+)
+
+
 @dataclass(frozen=True)
 class Image:
     """One figure: its file name under ``figures/``, heading, caption, and PNG bytes
@@ -48,6 +55,8 @@ class Content:
     command: str
     command_note: str
     notes: list[str] = field(default_factory=list)
+    # a language model's writing: {"task", "cell", "prompt", "text"} per cell
+    samples: list[dict[str, str]] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------- Markdown
@@ -84,6 +93,11 @@ def to_markdown(c: Content) -> str:
     out += ["", f"## {SECTIONS[2]}", ""]
     for image in c.curves:
         out += _md_image(image, "###")
+    for task in dict.fromkeys(x["task"] for x in c.samples):
+        out += [f"### {task}: generated text", "", SAMPLES_NOTE, ""]
+        for x in (x for x in c.samples if x["task"] == task):
+            out += [f"**{x['cell']}**, after the prompt `{x['prompt']}`:", "", "```text"]
+            out += [x["text"], "```", ""]
     out += [f"## {SECTIONS[3]}", "", *_md_image(c.step_time, "")]
     out += [f"## {SECTIONS[4]}", "", *_md_image(c.first_step, "")]
     out += [f"## {SECTIONS[5]}", ""] + [f"- **{k}**: {v}" for k, v in c.environment]
@@ -154,6 +168,16 @@ def _html_not_finished(items: list[dict[str, str]]) -> str:
     return "<ul>" + "".join(parts) + "</ul>"
 
 
+def _html_samples(samples: list[dict[str, str]], task: str) -> str:
+    parts = [f"<h3>{_e(task)}: generated text</h3><p class='note'>{_e(SAMPLES_NOTE)}</p>"]
+    for x in (x for x in samples if x["task"] == task):
+        parts.append(
+            f"<p><b>{_e(x['cell'])}</b>, after the prompt <code>{_e(x['prompt'])}</code>:</p>"
+            f"<pre>{_e(x['text'])}</pre>"
+        )
+    return "".join(parts)
+
+
 def to_html(c: Content) -> str:
     """The report as one HTML page with every figure inlined."""
     env = "".join(f"<li><b>{_e(k)}</b>: {_e(v)}</li>" for k, v in c.environment)
@@ -167,6 +191,7 @@ def to_html(c: Content) -> str:
         _html_not_finished(c.not_finished),
         f'<h2 id="learning-curves">{SECTIONS[2]}</h2>',
         *[_html_image(i, "h3") for i in c.curves],
+        *[_html_samples(c.samples, task) for task in dict.fromkeys(x["task"] for x in c.samples)],
         f'<h2 id="step-time">{SECTIONS[3]}</h2>',
         _html_image(c.step_time, ""),
         f'<h2 id="first-step">{SECTIONS[4]}</h2>',

@@ -192,3 +192,16 @@ def test_autoencoder_codes_and_baseline_are_drawn(tmp_path):
     assert "mean image mse = " in md and "the bar to clear" in md
     assert "autoencoder: recorded layer" in md
     assert (tmp_path / "figures" / "layer_autoencoder.png").stat().st_size > 10_000
+
+
+def test_generated_text_is_shown_escaped(tmp_path):
+    sample = {"prompt": "the <b>", "text": "a cat & a dog", "temperature": 0.8, "seed": 0}
+    records = [
+        record("a", "eager", median_s=0.01, sample=sample),
+        record("b", "eager", median_s=0.01, sample={**sample, "text": "a dog"}),
+    ]
+    (tmp_path / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    paths = write_report(tmp_path)
+    md, page = paths["md"].read_text(), paths["html"].read_text()
+    assert "### t: generated text" in md and "a cat & a dog" in md and "**b/eager**" in md
+    assert "a cat &amp; a dog" in page and "<code>the &lt;b&gt;</code>" in page
