@@ -45,11 +45,14 @@ def cells(
     spec_files: Sequence[str | Path] = (),
     data_dir: str | None = None,
     init: str = "shared",
-    threads: int = 0,
+    threads: int | Sequence[int] = 0,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     epochs: int | None = None,
+    repeats: int = 1,
 ) -> list[Cell]:
-    """The matrix's cells, validated (specs against their data) before anything runs."""
+    """The matrix's cells, validated (specs against their data) before anything runs.
+    ``threads`` may list several counts (a sweep); ``repeats`` runs each cell in that
+    many separate processes, to measure how much timings vary between processes."""
     return plan(
         select_specs(tasks, spec_files, epochs),
         frameworks or list(BACKENDS),
@@ -59,6 +62,7 @@ def cells(
         init=init,
         threads=threads,
         timeout_s=timeout_s,
+        repeats=repeats,
     )
 
 
@@ -66,7 +70,7 @@ def run(*, out: str | Path | None = None, progress: bool = True, **selection) ->
     """Run a matrix and return its summary table as a DataFrame.
 
     Takes the keyword arguments of :func:`cells` (tasks, frameworks, modes, devices,
-    spec_files, data_dir, init, threads, timeout_s, epochs). Records are written to
+    spec_files, data_dir, init, threads, timeout_s, epochs, repeats). Records are written to
     ``results/<run-id>/`` (or ``out``); ``df.attrs["run_dir"]`` says where.
     """
     store = ResultStore(out)

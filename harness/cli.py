@@ -28,6 +28,15 @@ def _csv(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(part) for part in _csv(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated whole numbers, not {text!r}"
+        ) from None
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="rosetta",
@@ -82,9 +91,17 @@ def parser() -> argparse.ArgumentParser:
     )
     r.add_argument(
         "--threads",
+        type=_ints,
+        default=[0],
+        help="intra-op threads per cell, set before import (0: framework default); "
+        "several, comma-separated, sweep them (e.g. 1,2)",
+    )
+    r.add_argument(
+        "--repeats",
         type=int,
-        default=0,
-        help="intra-op threads per cell, set before import (0: framework default)",
+        default=1,
+        help="run each cell this many times, each in a fresh process; the report gives "
+        "the spread of their median step times",
     )
     r.add_argument("--epochs", type=int, help="override every task's epochs (quick looks)")
     r.add_argument("--timeout", type=float, default=900.0, help="seconds per cell")
@@ -204,6 +221,7 @@ def cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
         threads=args.threads,
         timeout_s=args.timeout,
         epochs=args.epochs,
+        repeats=args.repeats,
     )
     if not matrix:
         raise UsageError("nothing to run: none of the chosen frameworks offers the chosen modes")

@@ -22,6 +22,8 @@ SUMMARY_COLUMNS = [
     "framework",
     "mode",
     "device",
+    "threads",
+    "repeat",
     "status",
     "test_metric",
     "test_value",
@@ -113,7 +115,8 @@ def load_run_info(run_dir: str | Path) -> dict[str, Any] | None:
 
 def _headline(record: dict[str, Any]) -> tuple[str | None, float | None]:
     metrics = record.get("metrics") or {}
-    for name in ("accuracy", "mse", "loss"):
+    target = (record.get("target") or {}).get("metric")
+    for name in (target, "accuracy", "mse", "loss"):
         if name in metrics:
             return name, metrics[name]
     return None, None
@@ -129,6 +132,8 @@ def summary(records: list[dict[str, Any]]) -> pd.DataFrame:
         rows.append(
             {
                 **{k: r.get(k) for k in SUMMARY_COLUMNS},
+                "threads": r.get("threads", 0),
+                "repeat": r.get("repeat", 0),
                 "test_metric": metric,
                 "test_value": value,
                 "step_median_ms": None if median is None else 1000 * median,

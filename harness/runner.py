@@ -53,10 +53,14 @@ class Cell:
     timeout_s: float = DEFAULT_TIMEOUT_S
     backend: BackendInfo | None = None  # None: the registry's entry for ``framework``
     extra_paths: tuple[str, ...] = field(default_factory=tuple)
+    repeat: int = 0  # which of --repeats identical processes this is
 
     @property
     def label(self) -> str:
-        return f"{self.spec.name}/{self.framework}/{self.mode}/{self.device}"
+        label = f"{self.spec.name}/{self.framework}/{self.mode}/{self.device}"
+        if self.threads:
+            label += f"/t{self.threads}"
+        return label + (f"/r{self.repeat}" if self.repeat else "")
 
     @property
     def info(self) -> BackendInfo:
@@ -115,6 +119,13 @@ def plan(
             raise UsageError(f"unknown device {dev!r}; allowed: {', '.join(DEVICES)}")
     if options.get("init", "shared") not in ("shared", "native"):
         raise UsageError(f"unknown init {options['init']!r}; allowed: shared, native")
+    threads = options.pop("threads", 0)
+    threads = list(threads) if isinstance(threads, list | tuple) else [threads]
+    if any(not isinstance(t, int) or t < 0 for t in threads):
+        raise UsageError(f"--threads takes counts >= 0 (0: the framework's default), not {threads}")
+    repeats = options.pop("repeats", 1)
+    if repeats < 1:
+        raise UsageError(f"--repeats must be at least 1, not {repeats}")
     cells = []
     for spec, source in specs:
         try:
@@ -127,7 +138,12 @@ def plan(
                 if mode not in BACKENDS[fw].modes:
                     continue
                 for dev in devices:
-                    cells.append(Cell(spec, source, fw, mode, resolve_device(dev), **options))
+                    for n in threads:
+                        for rep in range(repeats):
+                            cells.append(
+                                Cell(spec, source, fw, mode, resolve_device(dev), n,
+                                     repeat=rep, **options)
+                            )  # fmt: skip
     return cells
 
 
@@ -304,14 +320,14 @@ def run_matrix(
                     "epoch": f"{event['epoch']}/{event['epochs']}",
                     "loss": f"{event['train_loss']:.4g}",
                 }
-                for key in ("test_accuracy", "test_mse"):
-                    if key in event:
-                        shown[key[5:]] = f"{event[key]:.4g}"
+                for key in [k for k in event if k.startswith("test_")][:2]:
+                    shown[key[5:]] = f"{event[key]:.4g}"
                 bar.set_postfix(shown, refresh=True)
 
         record = run_cell_process(cell, store.run_id, store.log_path(cell.label), show)
         record["run_id"] = store.run_id
         record["task_source"] = cell.source
+        record["repeat"] = cell.repeat
         if cell.data_dir:
             record["data_dir"] = cell.data_dir
         store.add(record)

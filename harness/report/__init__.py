@@ -84,7 +84,7 @@ def build(run_dir: Path) -> tuple[Content, Any]:
         title=f"Rosetta run {run_id}".strip(),
         intro=f"{len(records)} cells: " + ", ".join(f"{n} {s}" for s, n in counts.most_common()),
         table=tables.display_table(df),
-        table_notes=_table_notes(equivalence),
+        table_notes=_table_notes(equivalence, repeated=bool((df["repeats"] > 1).any())),
         not_finished=tables.not_finished(records),
         curves=_curve_images(records),
         step_time=_bar_image(df, "step_time.png", "step_median_ms", "ms per step", True),
@@ -108,7 +108,7 @@ def build(run_dir: Path) -> tuple[Content, Any]:
     return content, df
 
 
-def _table_notes(equivalence: list[Record] | None) -> list[str]:
+def _table_notes(equivalence: list[Record] | None, repeated: bool = False) -> list[str]:
     notes = [
         "test metric: the headline metric on the test split after the last epoch.",
         "to target: training seconds (evaluation excluded) and epochs until the test metric "
@@ -119,6 +119,12 @@ def _table_notes(equivalence: list[Record] | None) -> list[str]:
         "graph speed-up: the eager mode's median step over this mode's, same task, framework "
         "and device; above 1 means faster than eager.",
     ]
+    if repeated:
+        notes.append(
+            "repeat spread: the range (slowest - fastest) of the median step times of a "
+            "cell's repeats, each in its own process, over their median; the row's timings "
+            "are the medians over the repeats."
+        )
     if equivalence is None:
         notes.append(
             "equivalence: not shown, this folder has no equivalence.jsonl "

@@ -233,13 +233,17 @@ def bar_facets(
 
 def _bars(ax, task_df: pd.DataFrame, modes: list[str], value: str, iqr: str | None) -> None:
     devices = task_df["device"].nunique() > 1
-    groups = list(dict.fromkeys(zip(task_df["framework"], task_df["device"], strict=True)))
+    sweep = task_df["threads"].nunique() > 1
+    groups = list(
+        dict.fromkeys(zip(task_df["framework"], task_df["device"], task_df["threads"], strict=True))
+    )
     width = 0.8 / len(modes)
     for j, mode in enumerate(modes):
-        for i, (framework, device) in enumerate(groups):
+        for i, (framework, device, threads) in enumerate(groups):
             rows = task_df[
                 (task_df["framework"] == framework)
                 & (task_df["device"] == device)
+                & (task_df["threads"] == threads)
                 & (task_df["mode"] == mode)
             ]
             if rows.empty:
@@ -269,7 +273,10 @@ def _bars(ax, task_df: pd.DataFrame, modes: list[str], value: str, iqr: str | No
                 error_kw={"lw": 0.8},
             )
             ax.bar_label(bars, labels=[num(row[value])], fontsize=7, padding=2)
-    labels = [f"{f}\n{d}" if devices else f for f, d in groups]
+    labels = [
+        f + (f"\n{d}" if devices else "") + (f"\n{t or 'default'} thr" if sweep else "")
+        for f, d, t in groups
+    ]
     ax.set_xticks(range(len(groups)), labels)
     ax.set_xlim(-0.5, len(groups) - 0.5)  # room for a cell's "failed" label at the edges
     ax.margins(y=0.18)

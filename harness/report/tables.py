@@ -15,12 +15,19 @@ Record = dict[str, Any]
 NOTE_CHARS = 90  # the table's note column; the full reason is in its own section
 
 
+CELL_KEY = ["task", "framework", "mode", "device", "threads"]
+
+
 def latest_per_cell(records: list[Record]) -> tuple[list[Record], int]:
-    """The last record of each cell (a folder re-run with ``--out`` appends), and how
-    many earlier ones it superseded."""
+    """The last record of each cell and repeat (a folder re-run with ``--out``
+    appends), and how many earlier ones it superseded."""
     latest: dict[tuple, Record] = {}
     for r in records:
-        key = (r.get("task"), r.get("framework"), r.get("mode"), r.get("device"))
+        key = (
+            *(r.get(k) for k in ("task", "framework", "mode", "device")),
+            r.get("threads", 0),
+            r.get("repeat", 0),
+        )
         latest.pop(key, None)  # re-insert so the order is the latest run's
         latest[key] = r
     return list(latest.values()), len(records) - len(latest)
@@ -40,6 +47,7 @@ def summary_table(records: list[Record], equivalence: list[Record] | None = None
     """
     df = summary(records)
     df["target"] = [target_text(r.get("target")) for r in records]
+    df = collapse_repeats(df)
     df["speedup_vs_eager"] = speedups(df)
     verdicts = equivalence_verdicts(equivalence) if equivalence is not None else {}
     df["equivalence"] = [
@@ -49,9 +57,33 @@ def summary_table(records: list[Record], equivalence: list[Record] | None = None
     return df
 
 
+def collapse_repeats(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell where cells ran in several processes (``--repeats``): the
+    median over the repeats of each timing, ``repeats`` (how many ran) and
+    ``repeat_spread_pct``, the range of the repeats' median step times over their
+    median. A repeat that did not finish gives the row its status and reason."""
+    rows = []
+    for _, group in df.groupby(CELL_KEY, sort=False, dropna=False):
+        ok = group[group["status"] == "ok"]
+        failed = group[group["status"] != "ok"]
+        row = (failed if not failed.empty else group).iloc[0].copy()
+        if not ok.empty:
+            for column in ("step_median_ms", "step_iqr_ms", "first_step_s", "total_s",
+                           "time_to_target_s", "test_value", "final_train_loss"):  # fmt: skip
+                row[column] = ok[column].median()
+        medians = ok["step_median_ms"].dropna()
+        row["repeats"] = len(group)
+        row["repeat_spread_pct"] = (
+            100 * (medians.max() - medians.min()) / medians.median() if len(medians) > 1 else None
+        )
+        rows.append(row)
+    out = pd.DataFrame(rows).reset_index(drop=True)
+    return out.astype({"repeat_spread_pct": float}) if not out.empty else out
+
+
 def speedups(df: pd.DataFrame) -> pd.Series:
     """Eager median step time over each other mode's, for cells that finished."""
-    key = ["task", "framework", "device"]
+    key = ["task", "framework", "device", "threads"]
     ok = df["status"] == "ok"
     eager = df[ok & (df["mode"] == "eager")].drop_duplicates(key, keep="last")
     base = df[key].merge(eager[[*key, "step_median_ms"]], on=key, how="left")["step_median_ms"]
@@ -116,12 +148,21 @@ def display_table(df: pd.DataFrame) -> pd.DataFrame:
             "graph speed-up": df["speedup_vs_eager"].map(
                 lambda v: "-" if pd.isna(v) else f"{v:.2f}x"
             ),
+            "threads": df["threads"].map(lambda t: "default" if not t else str(int(t))),
+            "repeat spread": [
+                "-" if pd.isna(p) else f"{p:.1f}% of {n}"
+                for p, n in zip(df["repeat_spread_pct"], df["repeats"], strict=True)
+            ],
             "equivalence": df["equivalence"].fillna("-"),
             "note": df["error"].map(_note),
         }
     )
     if df["device"].nunique() <= 1:
         show = show.drop(columns="device")
+    if df["threads"].nunique() <= 1:
+        show = show.drop(columns="threads")
+    if (df["repeats"] <= 1).all():
+        show = show.drop(columns="repeat spread")
     if df["equivalence"].isna().all():
         show = show.drop(columns="equivalence")
     if not show["note"].any():

@@ -205,3 +205,39 @@ def test_generated_text_is_shown_escaped(tmp_path):
     md, page = paths["md"].read_text(), paths["html"].read_text()
     assert "### t: generated text" in md and "a cat & a dog" in md and "**b/eager**" in md
     assert "a cat &amp; a dog" in page and "<code>the &lt;b&gt;</code>" in page
+
+
+def test_repeats_collapse_to_one_row_with_their_spread(tmp_path):
+    def rep(mode, i, ms, threads=1, **kw):
+        return record("a", mode, median_s=ms / 1000, threads=threads, repeat=i, **kw)
+
+    records = [rep("eager", 0, 10.0), rep("eager", 1, 12.0), rep("eager", 2, 11.0)]
+    records += [rep("graph", 0, 5.0), rep("graph", 1, 5.5, status="timeout", error="slow")]
+    records += [rep("eager", 0, 7.0, threads=2)]
+    df = summary_table(records)
+    assert len(df) == 3
+    eager1 = df[(df["mode"] == "eager") & (df["threads"] == 1)].iloc[0]
+    assert eager1["step_median_ms"] == pytest.approx(11.0)
+    assert eager1["repeat_spread_pct"] == pytest.approx(100 * 2 / 11)
+    graph = df[df["mode"] == "graph"].iloc[0]
+    assert graph["status"] == "timeout" and graph["repeats"] == 2  # a failed repeat shows
+    (tmp_path / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    md = write_report(tmp_path)["md"].read_text()
+    assert "| threads | repeat spread |" in md
+    assert "| 11.0 (1.10) | - | 1 | 18.2% of 3 |" in md  # the median of 10, 12, 11 ms
+    assert "repeat spread: the range" in md
+
+
+def test_threads_and_repeats_plan_separate_processes():
+    from harness.api import cells
+
+    plan = cells(tasks=["xor"], frameworks=["torch"], modes=["eager"], threads=[1, 2], repeats=2)
+    labels = [c.label for c in plan]
+    assert labels == [
+        "xor/torch/eager/cpu/t1",
+        "xor/torch/eager/cpu/t1/r1",
+        "xor/torch/eager/cpu/t2",
+        "xor/torch/eager/cpu/t2/r1",
+    ]
+    with pytest.raises(Exception, match="--repeats must be at least 1"):
+        cells(tasks=["xor"], frameworks=["torch"], repeats=0)
