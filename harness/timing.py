@@ -43,5 +43,10 @@ def step_summary(step_seconds: list[float]) -> dict[str, float | int | None]:
         "warmup_s": float(sum(step_seconds[1 : 1 + WARMUP_STEPS])),
         "step_median_s": float(med),
         "step_iqr_s": float(q3 - q1),
+        "step_q1_s": float(q1),
+        "step_q3_s": float(q3),
+        # what the first step took beyond a steady one: tracing and compiling (and,
+        # in eager mode, first-call allocations and kernel selection)
+        "first_step_excess_s": max(0.0, step_seconds[0] - float(med)),
         "steady_steps": len(steady),
     }

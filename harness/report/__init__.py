@@ -118,6 +118,9 @@ def _table_notes(equivalence: list[Record] | None, repeated: bool = False) -> li
         "with their interquartile range.",
         "graph speed-up: the eager mode's median step over this mode's, same task, framework "
         "and device; above 1 means faster than eager.",
+        "break-even steps: how many steps a graph mode needs before its faster steps have "
+        "paid for its costlier first (compiling) step, compared with eager; never: its steps "
+        "are not faster.",
     ]
     if repeated:
         notes.append(

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from harness.results import summary
@@ -49,6 +50,7 @@ def summary_table(records: list[Record], equivalence: list[Record] | None = None
     df["target"] = [target_text(r.get("target")) for r in records]
     df = collapse_repeats(df)
     df["speedup_vs_eager"] = speedups(df)
+    df["break_even_steps"] = break_even(df)
     verdicts = equivalence_verdicts(equivalence) if equivalence is not None else {}
     df["equivalence"] = [
         verdicts.get((t, f), "not checked") if equivalence is not None else None
@@ -89,6 +91,23 @@ def speedups(df: pd.DataFrame) -> pd.Series:
     base = df[key].merge(eager[[*key, "step_median_ms"]], on=key, how="left")["step_median_ms"]
     ratio = base.to_numpy(dtype=float) / df["step_median_ms"].to_numpy(dtype=float)
     return pd.Series(ratio, index=df.index).where(ok & (df["mode"] != "eager"))
+
+
+def break_even(df: pd.DataFrame) -> pd.Series:
+    """For a graph mode: after how many steps its extra first-step (compile) cost is
+    paid back by faster steps, ``(first - first_eager) / (median_eager - median)``;
+    inf where its steps are not faster, 0 where its first step costs no more."""
+    key = ["task", "framework", "device", "threads"]
+    ok = df["status"] == "ok"
+    eager = df[ok & (df["mode"] == "eager")].drop_duplicates(key, keep="last")
+    base = df[key].merge(eager[[*key, "step_median_ms", "first_step_s"]], on=key, how="left")
+    extra = df["first_step_s"].to_numpy(float) - base["first_step_s"].to_numpy(float)
+    saved = (base["step_median_ms"].to_numpy(float) - df["step_median_ms"].to_numpy(float)) / 1000
+    with np.errstate(divide="ignore", invalid="ignore"):
+        steps = np.where(extra <= 0, 0.0, np.where(saved > 0, np.ceil(extra / saved), np.inf))
+    return pd.Series(steps, index=df.index).where(
+        ok & (df["mode"] != "eager") & base["first_step_s"].notna()
+    )
 
 
 def equivalence_verdicts(records: list[Record]) -> dict[tuple[str, str], str]:
@@ -148,6 +167,7 @@ def display_table(df: pd.DataFrame) -> pd.DataFrame:
             "graph speed-up": df["speedup_vs_eager"].map(
                 lambda v: "-" if pd.isna(v) else f"{v:.2f}x"
             ),
+            "break-even steps": df["break_even_steps"].map(_steps),
             "threads": df["threads"].map(lambda t: "default" if not t else str(int(t))),
             "repeat spread": [
                 "-" if pd.isna(p) else f"{p:.1f}% of {n}"
@@ -159,6 +179,8 @@ def display_table(df: pd.DataFrame) -> pd.DataFrame:
     )
     if df["device"].nunique() <= 1:
         show = show.drop(columns="device")
+    if df["break_even_steps"].isna().all():
+        show = show.drop(columns="break-even steps")
     if df["threads"].nunique() <= 1:
         show = show.drop(columns="threads")
     if (df["repeats"] <= 1).all():
@@ -168,6 +190,12 @@ def display_table(df: pd.DataFrame) -> pd.DataFrame:
     if not show["note"].any():
         show = show.drop(columns="note")
     return show
+
+
+def _steps(value: Any) -> str:
+    if pd.isna(value):
+        return "-"
+    return "never" if np.isinf(value) else f"{value:,.0f}"
 
 
 def _to_target(row: Any, value: Any, fmt) -> str:

@@ -9,13 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from harness.cli import main
 from harness.report import write_report
 from harness.report.render import SECTIONS
-from harness.report.tables import summary_table
+from harness.report.tables import display_table, summary_table
 from harness.results import ResultStore
 from harness.runner import run_matrix
 from tests.harness.test_runner import ABSENT, cell
@@ -241,3 +242,20 @@ def test_threads_and_repeats_plan_separate_processes():
     ]
     with pytest.raises(Exception, match="--repeats must be at least 1"):
         cells(tasks=["xor"], frameworks=["torch"], repeats=0)
+
+
+def test_break_even_is_the_compile_cost_over_the_step_saving():
+    records = [
+        record("a", "eager", median_s=0.012, first_step_s=0.1),
+        record("a", "graph", median_s=0.002, first_step_s=2.1),  # 2 s extra, 10 ms a step
+        record("b", "eager", median_s=0.002, first_step_s=0.1),
+        record("b", "graph", median_s=0.004, first_step_s=1.0),  # slower steps: never
+        record("c", "eager", median_s=0.002, first_step_s=1.0),
+        record("c", "graph", median_s=0.001, first_step_s=0.5),  # cheaper first step too
+    ]
+    df = summary_table(records)
+    steps = dict(zip(df["framework"] + "/" + df["mode"], df["break_even_steps"], strict=True))
+    assert steps["a/graph"] == 200 and np.isinf(steps["b/graph"]) and steps["c/graph"] == 0
+    assert pd.isna(steps["a/eager"])
+    shown = display_table(df)["break-even steps"].tolist()
+    assert shown == ["-", "200", "-", "never", "-", "0"]
