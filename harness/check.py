@@ -23,9 +23,9 @@ import numpy as np
 from harness import data
 from harness.backend import Backend, Batch, Options, load_backend
 from harness.cell import emit
-from harness.data.batching import batches, epoch_order
 from harness.init import canonical_weights
-from harness.spec import FLOAT64_RTOL, Dropout, TaskSpec, map_layers, parse_spec, walk
+from harness.recipes import recipe_for
+from harness.spec import FLOAT64_RTOL, Dropout, TaskSpec, map_layers, parse_spec, task_layers
 
 Trace = dict[str, np.ndarray]  # "forward/<layer>", "loss", "grad/<param>", "step<i>/<param>"
 
@@ -43,10 +43,9 @@ def without_dropout(spec: TaskSpec) -> TaskSpec:
 
 def check_batches(spec: TaskSpec, ds: data.Dataset, dtype: str) -> Iterator[Batch]:
     """The training batches in the runner's order, epoch after epoch."""
-    r = spec.recipe
-    x, y, _, _ = data.arrays(ds, r, dtype)
+    recipe = recipe_for(spec, ds, dtype)
     for epoch in itertools.count():
-        yield from batches(x, y, r.batch_size, epoch_order(len(x), r.seed, epoch), True)
+        yield from recipe.batches(epoch)
 
 
 def trace(backend: Backend, spec: TaskSpec, dtype: str, steps: int, data_dir=None) -> Trace:
@@ -57,8 +56,9 @@ def trace(backend: Backend, spec: TaskSpec, dtype: str, steps: int, data_dir=Non
     state = backend.build(spec, shape, canonical_weights(spec, shape, dtype))
     stream = check_batches(spec, ds, dtype)
     first = next(stream)
-    out: Trace = {f"forward/{k}": v for k, v in backend.activations(state, first.x).items()}
-    out["output"] = backend.predict(state, first.x)
+    inputs = first.x if first.z is None else first.z  # a gan's forward starts from noise
+    out: Trace = {f"forward/{k}": v for k, v in backend.activations(state, inputs).items()}
+    out["output"] = backend.predict(state, inputs)
     loss, grads = backend.loss_and_grads(state, first)
     out["loss"] = np.asarray(loss)
     out.update({f"grad/{k}": v for k, v in grads.items()})
@@ -98,7 +98,7 @@ def compare(
     """Compare two frameworks' traces; says the first layer and step where they part."""
     layers = [
         (layer.name, *difference(a[f"forward/{layer.name}"], b[f"forward/{layer.name}"]))
-        for layer, _, _ in walk(spec.model.layers, shape)
+        for layer, _, _ in task_layers(spec, shape)
     ]
     first_layer = next((n for n, _, rel in layers if rel > rtol), None)
     params = sorted(k[5:] for k in a if k.startswith("grad/"))
