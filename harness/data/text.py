@@ -138,12 +138,13 @@ _FILLER = (
 ).split()
 
 
-def _sentence(rng: np.random.Generator, label: int) -> str:
-    """A review-like sentence; 'not' in front of a word flips it, so word counts alone
-    do not decide the label (the convolution's windows have to see the pair)."""
+def _sentence(rng: np.random.Generator, label: int, agree: float) -> str:
+    """A review-like sentence whose opinion words agree with ``label`` with probability
+    ``agree``; 'not' in front of a word flips it, so word counts alone do not decide
+    the label (the convolution's windows have to see the pair)."""
     parts = [str(rng.choice(_SUBJECTS))]
     for _ in range(rng.integers(1, 4)):
-        polarity = label if rng.random() < 0.75 else 1 - label
+        polarity = label if rng.random() < agree else 1 - label
         negate = rng.random() < 0.3
         if negate:
             polarity = 1 - polarity
@@ -159,9 +160,10 @@ def sentiment_generated(
     """Generated positive/negative sentences with label noise (``noise`` flips)."""
     n, max_len = int(params.get("n", 3000)), int(params.get("max_len", 24))
     noise, vocab_size = float(params.get("noise", 0.05)), int(params.get("vocab", 64))
+    agree = float(params.get("agree", 0.9))
     rng = np.random.default_rng([seed, 11])
     y = rng.integers(0, 2, size=n)
-    texts = [_sentence(rng, int(c)) for c in y]
+    texts = [_sentence(rng, int(c), agree) for c in y]
     y = np.where(rng.random(n) < noise, 1 - y, y)
     tr, te = stratified_split(y, test_fraction, seed)
     vocab = word_vocab([texts[i] for i in tr], vocab_size)
