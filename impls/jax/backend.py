@@ -32,6 +32,8 @@ class JaxState:
     params: nnx.State
     opt_state: optax.OptState
     key: jax.Array
+    # parameter path -> canonical name (layers.canonical_names), for weights and grads
+    names: dict[tuple, str] = dataclasses.field(repr=False)
     train_step: Callable = dataclasses.field(repr=False)
     predict: Callable = dataclasses.field(repr=False)
     loss_and_grads: Callable = dataclasses.field(repr=False)
@@ -91,20 +93,22 @@ class JaxBackend:
         model = layers.build_model(spec, input_shape, self.options.dtype)
         if weights is not None:
             layers.set_weights(model, weights)
+        names = layers.canonical_names(model)
         # split once; the steps merge the static graphdef with these pytrees
         graphdef, params = nnx.split(model, nnx.Param)
         params = jax.device_put(params, self._device)
         tx = train.make_optimizer(spec.recipe.optimizer)
         mode, loss, traces = self.options.mode, spec.recipe.loss, {}
-        names = tuple(layer.name for layer, _, _ in walk(spec.model.layers, tuple(input_shape)))
+        order = tuple(layer.name for layer, _, _ in walk(spec.model.layers, tuple(input_shape)))
         return JaxState(
             params=params,
             opt_state=tx.init(params),
             key=jax.device_put(jax.random.key(spec.recipe.seed), self._device),
+            names=names,
             train_step=train.make_train_step(graphdef, loss, tx, mode, traces),
             predict=train.make_predict(graphdef, mode, traces),
             loss_and_grads=train.make_loss_and_grads(graphdef, loss, mode, traces),
-            activations=train.make_activations(graphdef, names, mode, traces),
+            activations=train.make_activations(graphdef, order, mode, traces),
             traces=traces,
         )
 
@@ -124,15 +128,15 @@ class JaxBackend:
 
     def loss_and_grads(self, state: JaxState, batch: Batch) -> tuple[float, Weights]:
         loss, grads = state.loss_and_grads(state.params, self._put(batch.x), self._put(batch.y))
-        return float(loss), layers.to_canonical(grads)
+        return float(loss), layers.to_canonical(grads, state.names)
 
     def activations(self, state: JaxState, x: np.ndarray) -> dict[str, np.ndarray]:
-        # NHWC / [N, features] already: Flax's own layouts are the canonical ones
+        # NHWC / [N, steps, features] / [N, features] already: Flax's own layouts
         outs = state.activations(state.params, self._put(x))
         return {name: np.asarray(a) for name, a in outs.items()}
 
     def get_weights(self, state: JaxState) -> Weights:
-        return layers.to_canonical(state.params)
+        return layers.to_canonical(state.params, state.names)
 
     def param_count(self, state: JaxState) -> int:
         return sum(leaf.size for leaf in jax.tree.leaves(state.params))

@@ -18,7 +18,7 @@ from jax.extend.core import jaxprs_in_params
 
 from harness.backend import Options
 from harness.explain import clip_lines, example_batch, op_table
-from harness.spec import Shape, TaskSpec, param_count, walk
+from harness.spec import Shape, TaskSpec, masked_inputs, param_count, walk
 from impls.jax import layers
 from impls.jax.backend import JaxBackend
 
@@ -56,9 +56,36 @@ def _arguments(module: nnx.Module) -> list[str]:
     return shown
 
 
-def one_line(layer: Any) -> str:
+def _module(module: nnx.Module) -> str:
+    return f"{_name(type(module))}({', '.join(_arguments(module))})"
+
+
+def _recurrent(layer: layers.Recurrent, masked: bool) -> str:
+    """The cells, and what steps them: Flax's scan wrappers, or a Python loop."""
+    cells = [_module(cell) for cell in layer.cells]
+    if layer.unroll:
+        how = "masked steps keep the state" if masked else "no mask"
+        return f"{' and '.join(cells)} stepped in a Python for loop ({how}; jit traces each step)"
+    wrapped = [f"flax.nnx.RNN({cell})" for cell in cells]
+    if isinstance(layer.rnn, nnx.Bidirectional):
+        inner = f"forward_rnn={wrapped[0]}, backward_rnn={wrapped[1]}"
+        scanned = f"flax.nnx.Bidirectional({inner})"
+    else:
+        scanned = wrapped[0]
+    lengths = "seq_lengths=mask.sum(1)" if masked else "no mask"
+    return f"{scanned}, {lengths} (lax.scan)"
+
+
+def one_line(layer: Any, masked: bool = False) -> str:
     """A spec layer's Flax object as one line: a module with its arguments, a block
-    with its containers (its layers have rows of their own), or a plain function."""
+    with its containers (its layers have rows of their own), or a plain function;
+    ``masked``: the layer reads a padded sequence (``harness.spec.masked_inputs``)."""
+    if isinstance(layer, layers.Recurrent):
+        return _recurrent(layer, masked)
+    if isinstance(layer, layers.Embed):  # nnx.Embed, plus where the mask starts
+        args = [a for a in _arguments(layer) if not a.startswith("padding=")]
+        mask = "mask = ids != 0" if layer.padding else "no mask (unpadded)"
+        return f"flax.nnx.Embed({', '.join(args)}), {mask}"
     if isinstance(layer, _BLOCKS):
         inside = [
             f"{key}={type(v).__name__}[{len(v.order if isinstance(v, layers.Stack) else v)}]"
@@ -67,7 +94,7 @@ def one_line(layer: Any) -> str:
         ]
         return f"{_name(type(layer))}({', '.join(inside)})"
     if isinstance(layer, nnx.Module):
-        return f"{_name(type(layer))}({', '.join(_arguments(layer))})"
+        return _module(layer)
     if isinstance(layer, functools.partial):
         args = [f"{k}={v!r}" for k, v in layer.keywords.items()]
         return f"{_name(layer.func)}({', '.join(args)})"
@@ -115,11 +142,16 @@ def _graph(spec: TaskSpec, input_shape: Shape) -> dict[str, Any]:
     state = backend.build(spec, input_shape, None)
     x, y = example_batch(spec, input_shape)
     closed = jax.make_jaxpr(state.train_step)(state.params, state.opt_state, state.key, x, y)
+    names = _primitives(closed.jaxpr)
+    loops = names.count("scan")
+    scans = (
+        f"; {loops} scan loops (forward and grad of nnx.RNN), bodies counted once" if loops else ""
+    )
     return op_table(
         "jaxpr of the train step (jax.make_jaxpr), equations by primitive",
-        _primitives(closed.jaxpr),
-        f"{len(closed.jaxpr.eqns)} top-level equations; nested jit/custom_jvp bodies "
-        "counted too; forward, grad and the optax update in one function",
+        names,
+        f"{len(closed.jaxpr.eqns)} top-level equations; nested jit/scan/custom_jvp bodies "
+        f"counted too; forward, grad and the optax update in one function{scans}",
     )
 
 
@@ -140,8 +172,9 @@ def explain(spec: TaskSpec, input_shape: Shape) -> dict[str, Any]:
     # the backend's own builder: the backend's state keeps the model split into pytrees
     model = layers.build_model(spec, shape, "float32")
     by_name = _layers_by_name(model)
+    masked = masked_inputs(spec.model)
     rows = [
-        {"name": layer.name, "framework": one_line(by_name[layer.name])}
+        {"name": layer.name, "framework": one_line(by_name[layer.name], masked[layer.name])}
         for layer, _, _ in walk(spec.model.layers, shape)
     ]
     params = nnx.state(model, nnx.Param)

@@ -191,3 +191,127 @@ def test_activations_turn_dropout_off():
     assert list(acts) == ["h", "tanh_1", "dropout_1", "o"]
     np.testing.assert_array_equal(acts["dropout_1"], acts["tanh_1"])
     np.testing.assert_array_equal(acts["o"], be.predict(state, batch.x))
+
+
+# --------------------------------------------------------------------------- sequences
+
+
+def seq_spec(kind, bidirectional, unroll, steps=6):
+    """Ids -> a recurrent layer both ways (all steps, pooled; the last state) in parallel."""
+    rec = {"type": kind, "units": 3, "bidirectional": bidirectional, "unroll": unroll}
+    return tiny_spec(
+        [
+            {"name": "embed", "type": "embedding", "vocab": 7, "dim": 2},
+            {"name": "both", "type": "parallel", "branches": [
+                [{"name": "seq", **rec, "return_sequences": True}, {"name": "top", "type": "global_maxpool"}],
+                [{"name": "last", **rec}],
+            ]},
+            {"name": "fc", "type": "dense", "units": 2},
+        ],
+        loss="softmax_cross_entropy", input_shape=[steps],
+    )  # fmt: skip
+
+
+# rows of 6, 3, 1, 0 and 2 real steps, padded at the end
+IDS = np.array(
+    [[1, 2, 3, 4, 5, 6], [3, 1, 4, 0, 0, 0], [5, 0, 0, 0, 0, 0], [0] * 6, [2, 6, 0, 0, 0, 0]],
+    dtype=np.int32,
+)
+
+
+@pytest.mark.parametrize("kind,bidirectional", [("rnn", False), ("gru", True), ("lstm", True)])
+def test_unrolled_loop_and_scan_match_the_reference_with_an_empty_row(kind, bidirectional):
+    from harness.init import canonical_weights
+    from tests import reference
+
+    spec = seq_spec(kind, bidirectional, unroll=False)
+    weights = canonical_weights(spec, (6,), dtype="float64")
+    want, want_acts = reference.forward(spec.model, IDS, weights)
+    got = {}
+    for unroll in (False, True):
+        be = backend("graph", "float64")
+        state = be.build(seq_spec(kind, bidirectional, unroll), (6,), weights)
+        got[unroll] = be.activations(state, IDS)
+        np.testing.assert_allclose(be.predict(state, IDS), want, rtol=1e-9, atol=1e-12)
+        for name, value in want_acts.items():
+            np.testing.assert_allclose(
+                got[unroll][name], value, rtol=1e-9, atol=1e-12, err_msg=name
+            )
+    np.testing.assert_allclose(got[True]["last"], got[False]["last"], rtol=1e-12, atol=1e-15)
+    # the row without a real step: zero state, zero outputs, and 0 from the masked max
+    for name in ("seq", "top", "last"):
+        for run in got.values():
+            np.testing.assert_array_equal(run[name][3], 0.0, err_msg=name)
+
+
+def _count(fn, *args, primitive="scan"):
+    from impls.jax.explain import _primitives
+
+    return _primitives(jax.make_jaxpr(fn)(*args).jaxpr).count(primitive)
+
+
+def test_scanned_gru_is_one_scan_and_the_unrolled_one_is_none():
+    counts = {}
+    for unroll in (False, True):
+        spec = tiny_spec(
+            [{"name": "embed", "type": "embedding", "vocab": 7, "dim": 2},
+             {"name": "gru", "type": "gru", "units": 3, "unroll": unroll}],
+            input_shape=[6],
+        )  # fmt: skip
+        backend(dtype="float32")
+        model = layers.build_model(spec, (6,), "float32")
+        counts[unroll] = (
+            _count(lambda x, m=model: m(x, deterministic=True), IDS),
+            _count(lambda x, m=model: m(x, deterministic=True), IDS, primitive="dot_general"),
+        )
+    assert counts[False] == (1, 2)  # the scan body holds the two matmuls once
+    assert counts[True] == (0, 2 * 6)  # six copies of the cell, one per step
+
+
+def test_eager_mode_compiles_the_scan_once():
+    # lax.scan is one primitive: outside jit it is compiled, and nnx.RNN makes a new body
+    # on every call; layers._scanned jits it so that eager steps reuse one executable
+    be = backend("eager", "float32")
+    state = be.build(seq_spec("gru", True, unroll=False), (6,), None)
+    batch = Batch(IDS, np.arange(5, dtype=np.int32) % 2)
+    state, _ = be.train_step(state, batch)
+    compiled = layers._scanned._cache_size()
+    for _ in range(3):
+        state, loss = be.train_step(state, batch)
+    assert layers._scanned._cache_size() == compiled
+    assert np.isfinite(float(loss))
+
+
+def test_conv1d_same_padding_puts_the_odd_step_after():
+    from tests import reference
+
+    spec = tiny_spec(
+        [{"name": "c", "type": "conv1d", "filters": 2, "kernel": 4, "stride": 2, "padding": "same"},
+         {"type": "flatten"}],
+        input_shape=[5, 3],
+    )  # fmt: skip
+    rng = np.random.default_rng(0)
+    w = {"c.kernel": rng.normal(size=(4, 3, 2)), "c.bias": rng.normal(size=2)}
+    x = rng.normal(size=(2, 5, 3))
+    be = backend("eager", "float64")
+    out = be.predict(be.build(spec, (5, 3), w), x)
+    np.testing.assert_allclose(out, reference.forward(spec.model, x, w)[0], rtol=1e-12)
+
+
+def test_masked_global_pools_and_unpadded_embedding():
+    x = np.arange(2 * 3 * 2, dtype=np.float32).reshape(2, 3, 2) - 5.0
+    mask = np.array([[True, True, False], [False, False, False]])
+    np.testing.assert_array_equal(layers.global_max_pool(x, mask), [[-3, -2], [0, 0]])
+    np.testing.assert_array_equal(layers.global_avg_pool(x, mask), [[-4, -3], [0, 0]])
+    np.testing.assert_array_equal(layers.global_max_pool(x), x.max(axis=1))
+    # an embedding with padding = false starts no mask: id 0 is a token like any other
+    spec = tiny_spec(
+        [{"name": "e", "type": "embedding", "vocab": 3, "dim": 2, "padding": False},
+         {"name": "r", "type": "rnn", "units": 2}],
+        input_shape=[3],
+    )  # fmt: skip
+    backend(dtype="float32")
+    model = layers.build_model(spec, (3,), "float32")
+    ids = np.array([[1, 0, 0], [1, 0, 2]], np.int32)
+    out = np.asarray(model(ids, deterministic=True))
+    assert not np.allclose(out[0], 0) and not np.allclose(out[0], out[1])
