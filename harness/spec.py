@@ -26,7 +26,7 @@ Sequences (see docs/sequences.md for the equations):
     ``dropout`` and recurrent layers with ``return_sequences``, and is consumed by
     recurrent layers returning their last state and by global pooling. Padded
     steps never change a result: recurrent layers keep their state across them
-    (and output zeros there), pooling ignores them (a max over no real step is 0). A valid ``conv1d`` of kernel k
+    (and output zeros there), pooling ignores them (a max or mean over no real step is 0). A valid ``conv1d`` of kernel k
     shortens the mask by k - 1 (a window is real when all its steps are).
   * Recurrent layers (``rnn``, ``gru``, ``lstm``): canonical parameters
     ``kernel [in, G*units]``, ``recurrent_kernel [units, G*units]``,

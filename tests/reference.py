@@ -120,7 +120,8 @@ def _layers(layers, x: np.ndarray, mask, w: Weights, acts: dict):
                 x = np.where(m[..., None], flat, -np.inf).max(axis=1)
                 x = np.where(m.any(axis=1)[:, None], x, 0.0)
             else:
-                x = (flat * m[..., None]).sum(axis=1) / m.sum(axis=1, keepdims=True)
+                # no real step at all gives 0 here too
+                x = (flat * m[..., None]).sum(axis=1) / np.maximum(m.sum(axis=1, keepdims=True), 1)
             mask = None
         elif kind == "relu":
             x = np.maximum(x, 0)
