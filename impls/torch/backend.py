@@ -90,7 +90,9 @@ class TorchBackend:
         model = layers.build_model(spec, input_shape, self.dtype, self.device)
         if weights is not None:
             layers.set_weights(model, weights)
-        optimizer = train.make_optimizer(spec.recipe.optimizer, model.parameters())
+        # the trainable parameters only: RNN/LSTM's frozen bias_hh stays zero
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = train.make_optimizer(spec.recipe.optimizer, trainable)
         loss = train.loss_fn(spec.recipe.loss)
         step = train.make_train_step(model, loss, optimizer, self.mode, counters.get("train_step"))
         ids = spec.recipe.loss == "softmax_cross_entropy"
@@ -99,6 +101,8 @@ class TorchBackend:
         return TorchState(model, optimizer, loss, target_dtype, step, predict, counters)
 
     def _x(self, x: np.ndarray) -> torch.Tensor:
+        if np.issubdtype(x.dtype, np.integer):  # token ids: int32, as nn.Embedding takes them
+            return torch.as_tensor(x, device=self.device)
         t = torch.as_tensor(x, dtype=self.dtype, device=self.device)
         if t.dim() == 4:  # NHWC -> NCHW, contiguous so every step sees the same strides
             t = t.permute(0, 3, 1, 2).contiguous()
@@ -114,14 +118,19 @@ class TorchBackend:
         return state.predict(self._x(x)).cpu().numpy()
 
     def loss_and_grads(self, state: TorchState, batch: Batch) -> tuple[float, Weights]:
-        params = layers.canonical_params(state.model)
+        bound = layers.bindings(state.model)  # trainable only: no frozen biases
+        params = [p for p, _ in bound.values()]
         x, y = self._x(batch.x), self._y(state, batch.y)
-        loss, grads = train.loss_and_grads(state.model, state.loss, x, y, list(params.values()))
-        return float(loss), {n: layers.to_canonical(g) for n, g in zip(params, grads, strict=True)}
+        loss, grads = train.loss_and_grads(state.model, state.loss, x, y, params)
+        return float(loss), {
+            name: layers.to_canonical(g, layout)
+            for (name, (_, layout)), g in zip(bound.items(), grads, strict=True)
+        }
 
     def activations(self, state: TorchState, x: np.ndarray) -> dict[str, np.ndarray]:
-        """Every spec layer's output, NHWC / [N, F], in eval mode. Eager in every mode:
-        it walks the modules itself, so the compiled train step and predict are untouched."""
+        """Every spec layer's output, NHWC / [N, F] / [N, steps, F], in eval mode. Eager
+        in every mode: it walks the modules itself, so the compiled train step and
+        predict are untouched."""
         if state.model.training:  # dropout off; train_step switches back to train mode
             state.model.eval()
         with torch.inference_mode():

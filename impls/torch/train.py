@@ -21,11 +21,19 @@ from harness.spec import Optimizer
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
+
+def softmax_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``F.cross_entropy`` over int64 class ids; per-step logits ``[N, steps, C]``
+    (labels ``[N, steps]``) count every step as a sample. Flattened to ``[-1, C]``
+    because F.cross_entropy wants the classes on dim 1 (``[N, C, steps]``)."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+
+
 # all take logits and average over the batch (torch's default reduction="mean")
 _LOSSES: dict[str, LossFn] = {
     "mse": F.mse_loss,
     "binary_cross_entropy": F.binary_cross_entropy_with_logits,
-    "softmax_cross_entropy": F.cross_entropy,  # int64 class ids
+    "softmax_cross_entropy": softmax_cross_entropy,
 }
 
 

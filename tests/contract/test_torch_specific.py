@@ -16,12 +16,25 @@ pytest.importorskip("torch")
 
 import torch  # noqa: E402
 
+from harness import metrics  # noqa: E402
 from harness.backend import Batch, Options  # noqa: E402
 from harness.data import sample_shape  # noqa: E402
+from harness.data.batching import random_batch  # noqa: E402
 from harness.init import canonical_weights  # noqa: E402
-from harness.spec import builtin_tasks, load_spec, parse_spec, walk  # noqa: E402
-from impls.torch import layers  # noqa: E402
+from harness.spec import (  # noqa: E402
+    Optimizer,
+    builtin_tasks,
+    load_spec,
+    masked_inputs,
+    param_count,
+    param_shapes,
+    parse_spec,
+    walk,
+)
+from impls.torch import explain, layers  # noqa: E402
 from impls.torch.backend import TorchBackend  # noqa: E402
+from tests import reference  # noqa: E402
+from tests.conftest import tiny_spec  # noqa: E402
 
 # float64: rounding only; float32: oneDNN sums in another order than numpy
 TOLERANCE = {"float64": (1e-10, 1e-12), "float32": (1e-5, 1e-5)}
@@ -219,3 +232,198 @@ def test_configure_repeats_and_refuses_a_missing_gpu():
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="no CUDA GPU"):
             be.configure(Options(device="gpu"))
+
+
+# ---------------------------------------------------------------- sequences
+
+SEQ_LEN = 7
+
+
+def recurrent_spec(kind, *, unroll, return_sequences=False):
+    """embedding -> a bidirectional recurrent layer -> dense (per step, then a masked
+    max, with ``return_sequences``), for token ids [SEQ_LEN]."""
+    layers_ = [
+        {"name": "emb", "type": "embedding", "vocab": 11, "dim": 3},
+        {"name": "rec", "type": kind, "units": 4, "bidirectional": True,
+         "return_sequences": return_sequences, "unroll": unroll},
+        {"name": "fc", "type": "dense", "units": 3},
+    ]  # fmt: skip
+    if return_sequences:
+        layers_.append({"name": "pool", "type": "global_maxpool"})
+    return tiny_spec(layers_, "softmax_cross_entropy", [SEQ_LEN])
+
+
+def token_batch(spec, n=6, seed=0):
+    """Random ids padded after random lengths, with an all-padding row (length 0,
+    which pack_padded_sequence refuses) and a row without padding."""
+    batch = random_batch(spec, (SEQ_LEN,), n, "float64", seed=seed)
+    x = batch.x.copy()
+    x[1] = 0
+    x[2] = np.arange(1, SEQ_LEN + 1)
+    return Batch(x, batch.y)
+
+
+@pytest.mark.parametrize("return_sequences", [False, True])
+@pytest.mark.parametrize("kind", ["rnn", "gru", "lstm"])
+def test_cells_in_a_loop_equal_the_fused_layer_and_the_reference(kind, return_sequences):
+    """unroll (RNNCell/GRUCell/LSTMCell stepped, torch.where on padded steps) and the
+    fused layer over a PackedSequence: the same outputs, activations and gradients
+    as each other and as tests/reference.py, a length-0 row included (zero state)."""
+    results = []
+    for unroll in (False, True):
+        spec = recurrent_spec(kind, unroll=unroll, return_sequences=return_sequences)
+        w = canonical_weights(spec, (SEQ_LEN,), "float64")
+        batch = token_batch(spec)
+        be = backend()
+        state = be.build(spec, (SEQ_LEN,), w)
+        acts = be.activations(state, batch.x)
+        loss, grads = be.loss_and_grads(state, batch)
+        results.append((acts, loss, grads))
+        want, want_acts = reference.forward(spec.model, batch.x, w)
+        np.testing.assert_allclose(be.predict(state, batch.x), want, rtol=1e-10, atol=1e-12)
+        for name, value in want_acts.items():
+            np.testing.assert_allclose(acts[name], value, rtol=1e-10, atol=1e-12, err_msg=name)
+        # the all-padding row: zero state, zero outputs on every step
+        np.testing.assert_array_equal(acts["rec"][1], 0.0)
+        assert set(grads) == set(w)
+    (acts_f, loss_f, grads_f), (acts_u, loss_u, grads_u) = results
+    assert loss_u == pytest.approx(loss_f, rel=1e-12)
+    for name in grads_f:
+        np.testing.assert_allclose(grads_u[name], grads_f[name], rtol=1e-9, atol=1e-13)
+
+
+def _numpy_loss(spec, x, y, w):
+    logits, _ = reference.forward(spec.model, x, w)
+    return metrics.loss("softmax_cross_entropy", logits, y)
+
+
+GRADIENT_SPECS = {
+    # per-step layers on a mask, conv1d shortening it, masked average pooling
+    "lstm_conv1d_avg": [
+        {"name": "emb", "type": "embedding", "vocab": 9, "dim": 3},
+        {"name": "lstm", "type": "lstm", "units": 3, "return_sequences": True},
+        {"name": "step", "type": "dense", "units": 4}, {"type": "tanh"},
+        {"name": "conv", "type": "conv1d", "filters": 2, "kernel": 2},
+        {"type": "global_avgpool"},
+        {"name": "fc", "type": "dense", "units": 3},
+    ],
+    # a bidirectional GRU's last state, and an RNN unrolled over its sequence output
+    "gru_rnn_max": [
+        {"name": "emb", "type": "embedding", "vocab": 9, "dim": 3},
+        {"name": "gru", "type": "gru", "units": 2, "bidirectional": True,
+         "return_sequences": True},
+        {"name": "rnn", "type": "rnn", "units": 3, "return_sequences": True, "unroll": True,
+         "bidirectional": True},
+        {"type": "global_maxpool"},
+        {"name": "fc", "type": "dense", "units": 3},
+    ],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(GRADIENT_SPECS))
+def test_gradients_are_finite_differences_of_the_reference(name):
+    """Every canonical gradient (layouts included; no frozen bias among them) is the
+    derivative of the numpy reference's loss, by central differences in float64."""
+    spec = tiny_spec(GRADIENT_SPECS[name], "softmax_cross_entropy", [SEQ_LEN])
+    w = canonical_weights(spec, (SEQ_LEN,), "float64")
+    batch = token_batch(spec, n=5, seed=3)
+    be = backend()
+    loss, grads = be.loss_and_grads(be.build(spec, (SEQ_LEN,), w), batch)
+    assert loss == pytest.approx(_numpy_loss(spec, batch.x, batch.y, w), rel=1e-10)
+    assert set(grads) == set(w)
+    rng, eps = np.random.default_rng(0), 1e-6
+    for param, g in grads.items():
+        for idx in map(tuple, rng.integers(0, g.shape, size=(3, g.ndim))):
+            plus, minus = dict(w), dict(w)
+            plus[param], minus[param] = w[param].copy(), w[param].copy()
+            plus[param][idx] += eps
+            minus[param][idx] -= eps
+            numeric = (_numpy_loss(spec, batch.x, batch.y, plus)
+                       - _numpy_loss(spec, batch.x, batch.y, minus)) / (2 * eps)  # fmt: skip
+            assert g[idx] == pytest.approx(numeric, rel=1e-5, abs=1e-8), (param, idx)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm"])
+def test_the_second_bias_is_frozen_at_zero(kind):
+    """torch's bias_hh, which the spec lacks: zero, untrainable, uncounted, unnamed,
+    and still zero after training (Adam with weight decay would move a trained zero)."""
+    spec = recurrent_spec(kind, unroll=False)
+    spec = spec.model_copy(
+        update={"recipe": spec.recipe.model_copy(update={"optimizer": Optimizer(
+            name="adam", learning_rate=0.1, weight_decay=0.1)})}
+    )  # fmt: skip
+    be = backend()
+    state = be.build(spec, (SEQ_LEN,), None)  # torch's own init draws a bias_hh: zeroed
+    rnn = state.model.param_layers["rec"].rnn
+    frozen = [rnn.bias_hh_l0, rnn.bias_hh_l0_reverse]
+    assert all(not b.requires_grad and not b.any() for b in frozen)
+    assert be.param_count(state) == param_count(spec.model, (SEQ_LEN,))
+    assert set(be.get_weights(state)) == set(param_shapes(spec.model, (SEQ_LEN,)))
+    before = be.get_weights(state)
+    for _ in range(3):
+        be.train_step(state, token_batch(spec))
+    assert all(not b.any() for b in frozen)
+    assert not np.array_equal(be.get_weights(state)["rec.bias"], before["rec.bias"])
+
+
+@pytest.mark.parametrize("kind", ["gru", "lstm"])
+def test_unrolled_cells_trace_into_one_graph_with_the_mask(kind):
+    """Dynamo traces the unrolled cells with torch.where on the mask without a graph
+    break (fullgraph=True raises at one), and the traced graph gives the reference's
+    numbers. The "eager" compile backend runs that graph as is: Inductor's compile
+    of the same graph is the contract test's business (it costs a minute here)."""
+    spec = recurrent_spec(kind, unroll=True, return_sequences=True)
+    w = canonical_weights(spec, (SEQ_LEN,), "float64")
+    batch = token_batch(spec)
+    model = layers.build_model(spec, (SEQ_LEN,), torch.float64)
+    layers.set_weights(model, w)
+    model.eval()
+    torch.compiler.reset()
+    traced = torch.compile(model, backend="eager", fullgraph=True)
+    with torch.no_grad():
+        got = traced(torch.as_tensor(batch.x)).numpy()
+    want, _ = reference.forward(spec.model, batch.x, w)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+RESHAPES = [  # NHWC order through torch's NCHW: reshape, softmax on channels, pooling
+    {"name": "to_image", "type": "reshape", "shape": [2, 3, 4]},
+    {"name": "sm", "type": "softmax"},
+    {"name": "par", "type": "parallel", "branches": [
+        [{"name": "to_seq", "type": "reshape", "shape": [6, 4]},
+         {"name": "c1", "type": "conv1d", "filters": 3, "kernel": 3, "stride": 2,
+          "padding": "same"},  # 6 steps: one pad step, after
+         {"name": "t1", "type": "tanh"}, {"name": "avg", "type": "global_avgpool"}],
+        [{"name": "img_max", "type": "global_maxpool"}],
+        [{"name": "img_avg", "type": "global_avgpool"}],
+        [{"name": "flat", "type": "flatten"}],
+    ]},
+    {"name": "fc", "type": "dense", "units": 3},
+]  # fmt: skip
+
+
+def test_reshape_softmax_and_pooling_follow_nhwc():
+    spec = tiny_spec(RESHAPES, "softmax_cross_entropy", [24])
+    w = canonical_weights(spec, (24,), "float64")
+    x = np.random.default_rng(4).normal(size=(3, 24))
+    be = backend()
+    state = be.build(spec, (24,), w)
+    acts = be.activations(state, x)
+    _, want = reference.forward(spec.model, x, w)
+    assert set(acts) == set(want)
+    for name, value in want.items():
+        np.testing.assert_allclose(acts[name], value, rtol=1e-10, atol=1e-12, err_msg=name)
+    np.testing.assert_array_equal(acts["fc"], be.predict(state, x))
+
+
+def test_explain_names_torch_s_sequence_modules():
+    spec = load_spec(builtin_tasks()["rnn_names"])
+    model = layers.build_model(spec, (20,), torch.float32)
+    modules = explain._modules_by_name(model)
+    masked = masked_inputs(spec.model)
+    lines = {n: explain.sequence_line(modules[n], masked[n]) for n in ("embed", "gru")}
+    assert lines["embed"] == "torch.nn.Embedding(128, 32); mask = ids != 0"
+    assert lines["gru"].startswith(
+        "torch.nn.GRU(32, 64, batch_first=True, bidirectional=True) on pack_padded_sequence"
+    )
+    assert explain.sequence_line(modules["fc"], False) is None
