@@ -29,10 +29,12 @@ class TFState:
     mode: str
     device: str  # a tf.device string, "/CPU:0" or "/GPU:0"
     dtype: tf.DType
+    x_dtype: tf.DType  # the input's: int32 token ids, or the run's dtype
     train_fn: train.Step
     predict_fn: Any
     grad_fn: Any
-    names: list[str]  # canonical names, in the order grad_fn returns gradients
+    # the variables and their canonical names, in the order grad_fn returns gradients
+    bindings: list[layers.Binding]
     layer_names: list[str]  # every spec layer, in harness.spec.walk's order
     traces: Counter = field(default_factory=Counter)
     # the per-layer outputs model of activations(), made on its first call
@@ -107,14 +109,16 @@ class TFBackend:
         # seeds Keras' own initializers, so a native-init run is reproducible too
         keras.utils.set_random_seed(spec.recipe.seed)
         with tf.device(self._device):
-            model = layers.build_model(spec, input_shape, opts.dtype)
+            # XLA cannot compile cuDNN's fused GRU / LSTM kernels: Keras' own loop there
+            use_cudnn = False if opts.mode == "xla" else "auto"
+            model = layers.build_model(spec, input_shape, opts.dtype, use_cudnn)
             if weights is not None:
                 layers.set_weights(model, weights)
             optimizer = train.make_optimizer(spec.recipe.optimizer, opts.dtype)
             # its slots exist before the first trace, so no variable is made inside one
             optimizer.build(model.trainable_variables)
         loss = train.loss_fn(spec.recipe.loss, opts.dtype)
-        named = layers.named_variables(model)
+        binds = layers.bindings(model)
         traces: Counter = Counter()
         wd = spec.recipe.optimizer.weight_decay
         return TFState(
@@ -123,16 +127,19 @@ class TFBackend:
             mode=opts.mode,
             device=self._device,
             dtype=tf.as_dtype(opts.dtype),
+            x_dtype=tf.as_dtype(layers.input_dtype(spec, opts.dtype)),
             train_fn=train.make_train_step(model, loss, optimizer, wd, opts.mode, traces),
             predict_fn=train.make_predict(model, opts.mode, traces),
-            grad_fn=train.make_grad_step(model, loss, list(named.values()), opts.mode, traces),
-            names=list(named),
+            grad_fn=train.make_grad_step(
+                model, loss, [b.variable for b in binds], opts.mode, traces
+            ),
+            bindings=binds,
             layer_names=layers.spec_layer_names(spec.model.layers),
             traces=traces,
         )
 
     def _tensors(self, state: TFState, batch: Batch) -> tuple[tf.Tensor, tf.Tensor]:
-        x = tf.convert_to_tensor(batch.x, dtype=state.dtype)
+        x = tf.convert_to_tensor(batch.x, dtype=state.x_dtype)
         # class ids stay integers; 0/1 and regression targets take the run's dtype
         y_dtype = tf.int32 if np.issubdtype(batch.y.dtype, np.integer) else state.dtype
         return x, tf.convert_to_tensor(batch.y, dtype=y_dtype)
@@ -144,26 +151,28 @@ class TFBackend:
 
     def predict(self, state: TFState, x: np.ndarray) -> np.ndarray:
         with tf.device(state.device):
-            out = state.predict_fn(tf.convert_to_tensor(x, dtype=state.dtype))
+            out = state.predict_fn(tf.convert_to_tensor(x, dtype=state.x_dtype))
         return out.numpy()
 
     def loss_and_grads(self, state: TFState, batch: Batch) -> tuple[float, Weights]:
         with tf.device(state.device):
             loss, grads = state.grad_fn(*self._tensors(state, batch))
-        return float(loss), {n: g.numpy() for n, g in zip(state.names, grads, strict=True)}
+        # canonical layouts: a GRU's gradients get its weights' gate permutation
+        return float(loss), layers.canonical(state.bindings, grads)
 
     def activations(self, state: TFState, x: np.ndarray) -> dict[str, np.ndarray]:
         """Every spec layer's output for ``x`` (dropout off), keyed by layer name.
 
         Runs eagerly in every mode a second functional model over the same Keras
         layers (layers.activation_model), so the compiled steps and the training
-        model stay as they are. Keras is NHWC: the outputs are canonical as they come.
+        model stay as they are. Keras is NHWC and [N, steps, features]: the outputs
+        are canonical as they come.
         """
         if state.activation_model is None:
             state.activation_model = layers.activation_model(state.model, state.layer_names)
         with tf.device(state.device):
             outs = state.activation_model(
-                tf.convert_to_tensor(x, dtype=state.dtype), training=False
+                tf.convert_to_tensor(x, dtype=state.x_dtype), training=False
             )
         return {name: outs[name].numpy() for name in state.layer_names}
 

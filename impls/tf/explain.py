@@ -42,7 +42,12 @@ def _required(cls: type) -> list[str]:
 def one_line(layer: keras.layers.Layer) -> str:
     """A layer as its class and the ``get_config()`` entries that differ from the
     class' defaults (found by building a default layer of the same class), the
-    required arguments always shown."""
+    required arguments always shown. ``Bidirectional`` shows the layer it wraps
+    (its config holds it serialized, which its constructor does not take)."""
+    if isinstance(layer, keras.layers.Bidirectional):
+        inner = one_line(layer.forward_layer)
+        merge = "" if layer.merge_mode == "concat" else f", merge_mode={layer.merge_mode!r}"
+        return f"{_qualname(layer)}({inner}{merge})"
     config = layer.get_config()
     required = _required(type(layer))
     default = type(layer)(**{key: config[key] for key in required}).get_config()
@@ -55,6 +60,30 @@ def one_line(layer: keras.layers.Layer) -> str:
     return f"{_qualname(layer)}({', '.join(f'{k}={config[k]!r}' for k in shown)})"
 
 
+def _mask_of(layer: keras.layers.Layer) -> str | None:
+    """The name of the layer whose output ``layer`` was given as ``mask=``, if any."""
+    for node in layer._inbound_nodes:
+        mask = node.arguments.kwargs.get("mask")
+        if mask is not None:
+            return mask._keras_history.operation.name
+    return None
+
+
+def mapping(model: keras.Model, name: str) -> str:
+    """One spec layer's Keras layer, with the explicit mask it reads and the mask
+    layer that goes with it (``"<name>.mask"``: an embedding's PaddingMask, a masked
+    conv1d's ShiftMask; see impls/tf/layers.py)."""
+    layer = model.get_layer(name)
+    text = one_line(layer)
+    mask = _mask_of(layer)
+    if mask is not None:
+        text += f" called with mask={mask}"
+    helper = next((m for m in model.layers if m.name == f"{name}.mask"), None)
+    if helper is not None:
+        text += f"; {helper.name} = {one_line(helper)}"
+    return text
+
+
 def _summary(model: keras.Model) -> list[str]:
     lines: list[str] = []
     # Keras 3 passes whole blocks of text, and a line_break keyword, to print_fn
@@ -62,17 +91,32 @@ def _summary(model: keras.Model) -> list[str]:
     return clip_lines("\n".join(lines))
 
 
-def _graph(state: TFState, x, y) -> dict[str, Any]:
-    """The ops of the train step's graph, as graph mode's tf.function traces it."""
+def _graphs(state: TFState, x, y) -> list[dict[str, Any]]:
+    """The ops of the train step's graph, as graph mode's tf.function traces it, and
+    (when there are any) those of the function bodies it calls: a recurrent layer's
+    ``tf.while_loop`` keeps its step, and the step's gradient, in such bodies."""
     concrete = state.train_fn.get_concrete_function(
-        tf.TensorSpec(x.shape, state.dtype), tf.TensorSpec(y.shape, tf.as_dtype(y.dtype))
+        tf.TensorSpec(x.shape, state.x_dtype), tf.TensorSpec(y.shape, tf.as_dtype(y.dtype))
     )
     ops = [op.type for op in concrete.graph.get_operations()]
-    nested = len(concrete.graph.as_graph_def().library.function)
+    library = concrete.graph.as_graph_def().library.function
     note = "forward, GradientTape gradients and the optimizer update in one graph"
-    if nested:
-        note += f"; {nested} nested function bodies not counted"
-    return op_table("tf.function train step, concrete graph (graph.get_operations())", ops, note)
+    if library:
+        note += f"; the {len(library)} function bodies it calls are counted below"
+    tables = [
+        op_table("tf.function train step, concrete graph (graph.get_operations())", ops, note)
+    ]
+    if library:
+        body_ops = [node.op for fn in library for node in fn.node_def]
+        tables.append(
+            op_table(
+                f"its {len(library)} nested function bodies (graph_def.library)",
+                body_ops,
+                "the recurrent layers' while_loop bodies and conditions, forward and "
+                "gradient: each runs once per time step",
+            )
+        )
+    return tables
 
 
 def explain(spec: TaskSpec, input_shape: Shape) -> dict[str, Any]:
@@ -93,7 +137,7 @@ def explain(spec: TaskSpec, input_shape: Shape) -> dict[str, Any]:
     backend.configure(Options(mode="graph"))
     state = backend.build(spec, tuple(input_shape), None)
     rows = [
-        {"name": layer.name, "framework": one_line(state.model.get_layer(layer.name))}
+        {"name": layer.name, "framework": mapping(state.model, layer.name)}
         for layer, _, _ in walk(spec.model.layers, tuple(input_shape))
     ]
     x, y = example_batch(spec, tuple(input_shape))
@@ -105,5 +149,5 @@ def explain(spec: TaskSpec, input_shape: Shape) -> dict[str, Any]:
         "param_count_by": "model.count_params()",
         "spec_param_count": param_count(spec.model, tuple(input_shape)),
         "layers": rows,
-        "graphs": [_graph(state, x, y)],
+        "graphs": _graphs(state, x, y),
     }

@@ -141,6 +141,19 @@ def compile_step(fn: Callable, mode: str) -> Callable:
     raise ValueError(f"unknown mode {mode!r}; the tf backend has eager, graph, xla")
 
 
+def dense(grads: list) -> list[tf.Tensor]:
+    """Gradients as dense tensors.
+
+    An embedding's gradient comes from its ``tf.gather`` as ``tf.IndexedSlices``:
+    one row per token *occurrence*, duplicates not summed. Keras' optimizers apply
+    it slice by slice (``scatter_add``), and its ops on slices act per slice, so
+    Adam's ``square(g)`` would sum the squares of a repeated token's gradients
+    instead of squaring their sum (and rows absent from the batch would skip the
+    moments' decay). The spec's Adam, as PyTorch's and optax's, is dense.
+    """
+    return [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
+
+
 def make_train_step(
     model: keras.Model,
     loss: keras.losses.Loss,
@@ -160,7 +173,7 @@ def make_train_step(
         traces["train_step"] += 1
         with tf.GradientTape() as tape:
             value = loss(y, model(x, training=True))
-        grads = tape.gradient(value, variables)
+        grads = dense(tape.gradient(value, variables))
         if weight_decay:
             # the spec's coupled L2 (torch.optim's weight_decay); Keras' own
             # weight_decay argument is decoupled (AdamW-style), so not used
@@ -190,6 +203,6 @@ def make_grad_step(
         traces["grad_step"] += 1
         with tf.GradientTape() as tape:
             value = loss(y, model(x, training=False))
-        return value, tape.gradient(value, variables)
+        return value, dense(tape.gradient(value, variables))
 
     return compile_step(grad_step, mode)

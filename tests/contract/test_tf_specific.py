@@ -2,8 +2,10 @@
 
 float64 hyper-parameters (tf.cast of a Python float goes through float32),
 the coupled weight decay, Adam's epsilon placement, no retracing in graph
-modes, Keras' layouts (flatten order and "same" average pooling), and the
-per-layer activations of the equivalence check.
+modes, Keras' layouts (flatten order and "same" average pooling), the
+per-layer activations of the equivalence check, and sequences: Keras' GRU gate
+order (z, r, h), its stacked (2, 3*units) bias, unrolled loops, padded rows,
+and the explicit masks (impls/tf/layers.py) in every mode.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ pytest.importorskip("keras")
 
 from harness.backend import Batch, Options  # noqa: E402
 from harness.data import sample_shape  # noqa: E402
+from harness.data.batching import random_batch  # noqa: E402
+from harness.init import canonical_weights  # noqa: E402
 from harness.spec import resolve_task, walk  # noqa: E402
 from impls.tf import layers  # noqa: E402
 from impls.tf.backend import TFBackend  # noqa: E402
+from tests import reference  # noqa: E402
 from tests.conftest import tiny_spec  # noqa: E402
 
 
@@ -157,3 +162,205 @@ def test_configure_repeats_and_gpu_check():
     if not tf.config.list_physical_devices("GPU"):
         with pytest.raises(RuntimeError, match="no GPU"):
             be.configure(Options(device="gpu"))
+
+
+# --------------------------------------------------------------------------- sequences
+
+
+def seq_spec(rnn: dict, steps=7, vocab=11, head=()) -> tuple:
+    """embedding -> one recurrent layer -> (head) -> dense 3, with int ids [N, steps]."""
+    layers_ = [
+        {"name": "emb", "type": "embedding", "vocab": vocab, "dim": 4},
+        {"name": "rec", "units": 5, **rnn},
+        *head,
+        {"name": "fc", "type": "dense", "units": 3},
+    ]
+    if rnn.get("return_sequences") and not head:
+        layers_.insert(2, {"name": "pool", "type": "global_maxpool"})
+    return tiny_spec(layers_, loss="softmax_cross_entropy", input_shape=[steps]), (steps,)
+
+
+def padded_ids(n=5, steps=7, vocab=11, seed=0) -> np.ndarray:
+    """Token ids padded after random lengths; row 0 is all padding (length 0), row 1 full."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(1, vocab, size=(n, steps)).astype(np.int32)
+    lengths = np.concatenate([[0, steps], rng.integers(1, steps, size=n - 2)])
+    x[np.arange(steps) >= lengths[:, None]] = 0
+    return x
+
+
+def test_gru_gate_order_and_stacked_bias_round_trip():
+    spec, shape = seq_spec({"type": "gru", "bidirectional": True})
+    w = canonical_weights(spec, shape, dtype="float64")
+    state = backend().build(spec, shape, w)
+    got = layers.get_weights(state.model)
+    assert set(got) == set(w)
+    for name in w:
+        np.testing.assert_array_equal(got[name], w[name], err_msg=name)
+    # Keras' columns are z, r, h; canonical r, z, n; bias is [input; recurrent]
+    cell = state.model.get_layer("rec").backward_layer.cell
+    u = 5
+    kernel = cell.kernel.numpy()
+    np.testing.assert_array_equal(kernel[:, :u], w["rec.backward_kernel"][:, u : 2 * u])  # z
+    np.testing.assert_array_equal(kernel[:, u : 2 * u], w["rec.backward_kernel"][:, :u])  # r
+    np.testing.assert_array_equal(kernel[:, 2 * u :], w["rec.backward_kernel"][:, 2 * u :])
+    bias = cell.bias.numpy()
+    assert bias.shape == (2, 3 * u)
+    np.testing.assert_array_equal(bias[1, u : 2 * u], w["rec.backward_recurrent_bias"][:u])
+
+
+def test_gru_gradients_come_back_in_canonical_gate_order():
+    # a central difference on an r-gate and a z-gate entry of each GRU tensor: with
+    # Keras' z, r, h columns returned unpermuted, the two would trade places
+    spec, shape = seq_spec({"type": "gru"})
+    w = canonical_weights(spec, shape, dtype="float64")
+    be = backend()
+    state = be.build(spec, shape, w)
+    x = padded_ids()
+    batch = Batch(x, np.arange(len(x), dtype=np.int32) % 3)
+    _, grads = be.loss_and_grads(state, batch)
+    assert {k: g.shape for k, g in grads.items()} == {k: v.shape for k, v in w.items()}
+    eps = 1e-6
+    for name in ("rec.kernel", "rec.recurrent_kernel", "rec.bias", "rec.recurrent_bias"):
+        for col in (1, 6):  # r gate (units 0..4), z gate (5..9)
+            idx = (0, col) if w[name].ndim == 2 else (col,)
+            losses = []
+            for sign in (1, -1):
+                moved = {k: v.copy() for k, v in w.items()}
+                moved[name][idx] += sign * eps
+                layers.set_weights(state.model, moved)
+                losses.append(be.loss_and_grads(state, batch)[0])
+            numeric = (losses[0] - losses[1]) / (2 * eps)
+            np.testing.assert_allclose(grads[name][idx], numeric, rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("return_sequences", [False, True])
+def test_unroll_matches_loop_and_reference_with_padding(kind, return_sequences):
+    rnn = {"type": kind, "bidirectional": True, "return_sequences": return_sequences}
+    x = padded_ids()
+    outs = []
+    for unroll in (False, True):
+        spec, shape = seq_spec({**rnn, "unroll": unroll})
+        w = canonical_weights(spec, shape, dtype="float64")
+        be = backend()
+        state = be.build(spec, shape, w)
+        acts = be.activations(state, x)
+        outs.append(acts["rec"])
+        _, ref = reference.forward(spec.model, x, w)
+        np.testing.assert_allclose(acts["rec"], ref["rec"], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(outs[1], outs[0], rtol=1e-12, atol=1e-14)
+    # the all-padding row: a zero state (and zero outputs at every step)
+    np.testing.assert_array_equal(outs[0][0], 0.0)
+    if return_sequences:  # padded steps output zeros, in both directions
+        assert np.all(outs[0][x == 0] == 0.0)
+
+
+def test_lstm_loaded_forget_bias_is_kept():
+    # Keras' unit_forget_bias=True sets the forget gate's bias to 1 at initialization;
+    # a loaded canonical bias must come back as loaded
+    spec, shape = seq_spec({"type": "lstm"})
+    w = canonical_weights(spec, shape)
+    w["rec.bias"][:] = 0.0
+    state = backend("eager", "float32").build(spec, shape, w)
+    np.testing.assert_array_equal(layers.get_weights(state.model)["rec.bias"], 0.0)
+    native = backend("eager", "float32").build(spec, shape, None)
+    np.testing.assert_array_equal(layers.get_weights(native.model)["rec.bias"][5:10], 1.0)
+
+
+def test_masked_pooling_softmax_and_shifted_conv_mask():
+    # a row of 2 real steps through conv1d kernel 3 has no real window: max 0; the
+    # softmax after a return_sequences GRU is a plain softmax (keras.layers.Softmax
+    # takes the GRU's Keras mask and raises); the mean divides by real steps only
+    spec = tiny_spec(
+        [{"name": "emb", "type": "embedding", "vocab": 11, "dim": 4},
+         {"name": "convs", "type": "parallel", "branches": [
+             [{"name": "c", "type": "conv1d", "filters": 3, "kernel": 3}, {"type": "tanh"},
+              {"name": "mx", "type": "global_maxpool"}],
+             [{"name": "g", "type": "gru", "units": 3, "return_sequences": True},
+              {"name": "d", "type": "dense", "units": 3}, {"name": "sm", "type": "softmax"},
+              {"name": "av", "type": "global_avgpool"}]]},
+         {"name": "fc", "type": "dense", "units": 2}],
+        loss="softmax_cross_entropy", input_shape=[6],
+    )  # fmt: skip
+    w = canonical_weights(spec, (6,), dtype="float64")
+    x = padded_ids(n=4, steps=6)
+    x[2, 2:] = 0
+    for mode in ("eager", "graph"):
+        be = backend(mode)
+        state = be.build(spec, (6,), w)
+        acts = be.activations(state, x)
+        _, ref = reference.forward(spec.model, x, w)
+        for name, value in ref.items():
+            np.testing.assert_allclose(acts[name], value, rtol=1e-12, atol=1e-14, err_msg=name)
+        np.testing.assert_array_equal(acts["mx"][[0, 2]], 0.0)
+        np.testing.assert_array_equal(acts["av"][0], 0.0)  # no real step: 0, not 0/0
+        assert np.all(np.isfinite(be.predict(state, x)))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_xla_sequence_model_matches_reference_and_traces_once(dtype):
+    spec, shape = seq_spec(
+        {"type": "lstm", "bidirectional": True, "return_sequences": True},
+        head=[{"name": "conv", "type": "conv1d", "filters": 4, "kernel": 2},
+              {"name": "pool", "type": "global_avgpool"}],
+    )  # fmt: skip
+    w = canonical_weights(spec, shape, dtype=dtype)
+    be = backend("xla", dtype)
+    state = be.build(spec, shape, w)
+    x = padded_ids(n=8)
+    x[0, 0] = 3  # one real step: conv kernel 2 has no real window, the mean is 0
+    want, _ = reference.forward(spec.model, x, w)
+    tol = 1e-12 if dtype == "float64" else 1e-5
+    out = be.predict(state, x)
+    np.testing.assert_allclose(out, want, rtol=tol, atol=tol)
+    np.testing.assert_allclose(out[0], w["fc.bias"], rtol=tol)  # pooled zeros -> bias
+    batch = random_batch(spec, shape, 8, dtype)
+    losses = [float(be.train_step(state, batch)[1]) for _ in range(3)]
+    assert losses[-1] < losses[0]
+    assert be.stats(state)["traces"] == 1
+
+
+def test_per_step_unrolled_rnn_float_input_trains_in_graph_mode():
+    spec = resolve_task("hello_rnn")
+    shape = sample_shape(spec.data)
+    w = canonical_weights(spec, shape, dtype="float64")
+    be = backend("graph")
+    state = be.build(spec, shape, w)
+    assert not any("mask" in layer.name for layer in state.model.layers)  # no embedding
+    batch = random_batch(spec, shape, 4, "float64")
+    want, _ = reference.forward(spec.model, batch.x, w)
+    np.testing.assert_allclose(be.predict(state, batch.x), want, rtol=1e-12)
+    loss, _ = be.loss_and_grads(state, batch)
+    logits = want - want.max(-1, keepdims=True)
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    picked = np.take_along_axis(logp, batch.y[..., None].astype(int), -1)
+    np.testing.assert_allclose(loss, -picked.mean(), rtol=1e-12)  # mean over N and steps
+
+
+def test_adam_on_embedding_is_dense_with_repeated_tokens():
+    # an embedding's gradient is tf.IndexedSlices, one slice per token occurrence;
+    # applied slice by slice, Adam's v would get g1^2 + g2^2 for a token seen twice
+    # instead of (g1 + g2)^2, and absent rows would skip the moments' decay
+    lr, b1, b2, eps = 0.1, 0.9, 0.999, 1e-8
+    spec = tiny_spec(
+        [{"name": "emb", "type": "embedding", "vocab": 6, "dim": 2},
+         {"type": "global_avgpool"}, {"name": "o", "type": "dense", "units": 2}],
+        loss="softmax_cross_entropy", input_shape=[4], name="adam", learning_rate=lr,
+    )  # fmt: skip
+    w = canonical_weights(spec, (4,), dtype="float64")
+    batch = Batch(np.array([[1, 1, 2, 0], [2, 1, 1, 1]], np.int32), np.array([0, 1], np.int32))
+    be = backend()
+    state, probe = be.build(spec, (4,), w), be.build(spec, (4,), w)
+    ref = {k: v.copy() for k, v in w.items()}
+    m, v = {k: 0.0 for k in w}, {k: 0.0 for k in w}
+    for t in range(1, 4):
+        state, _ = be.train_step(state, batch)
+        layers.set_weights(probe.model, ref)
+        _, grads = be.loss_and_grads(probe, batch)
+        for k in ref:
+            m[k] = b1 * m[k] + (1 - b1) * grads[k]
+            v[k] = b2 * v[k] + (1 - b2) * grads[k] ** 2
+            ref[k] = ref[k] - lr * (m[k] / (1 - b1**t)) / (np.sqrt(v[k] / (1 - b2**t)) + eps)
+    np.testing.assert_allclose(be.get_weights(state)["emb.embeddings"], ref["emb.embeddings"],
+                               rtol=0, atol=1e-13)  # fmt: skip
