@@ -131,6 +131,23 @@ def parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--out", help="write equivalence.jsonl here instead of results/<run-id>/")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
+    b = sub.add_parser(
+        "bench",
+        help="the harness against the limits: overhead vs a hand-written loop, roofline, scaling",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    b.add_argument(
+        "benchmarks",
+        nargs="*",
+        default=["overhead", "roofline", "scaling"],
+        help="which: overhead, roofline, scaling",
+    )
+    b.add_argument("--frameworks", type=_csv, default=list(BACKENDS), help="comma-separated")
+    b.add_argument("--modes", type=_csv, default=["eager", "graph"], help="comma-separated")
+    b.add_argument(
+        "--threads", type=int, default=0, help="intra-op threads per process (0: default)"
+    )
+    b.add_argument("--out", help="write bench.jsonl and bench.md here instead of results/<id>/")
     rp = sub.add_parser(
         "report",
         help="write a run folder's report: report.html, report.md (+ figures/), report.csv",
@@ -283,6 +300,38 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def cmd_bench(args: argparse.Namespace, argv: list[str]) -> int:
+    from harness.bench import BENCHMARKS, run_bench, tables, write_markdown
+    from harness.results import ResultStore
+    from harness.runner import UsageError
+
+    for name in args.benchmarks:
+        if name not in BENCHMARKS:
+            raise UsageError(f"unknown benchmark {name!r}; allowed: {', '.join(BENCHMARKS)}")
+    for fw in args.frameworks:
+        if fw not in BACKENDS:
+            raise UsageError(f"unknown framework {fw!r}; allowed: {', '.join(BACKENDS)}")
+    for mode in args.modes:
+        if mode not in MODES:
+            raise UsageError(f"unknown mode {mode!r}; allowed: {', '.join(MODES)}")
+    store = ResultStore(args.out)
+    print(f"rosetta bench: {', '.join(args.benchmarks)}; results in {store.dir}/", flush=True)
+
+    def say(row: dict) -> None:
+        shown = {
+            k: v for k, v in row.items() if v is not None and k not in ("benchmark", "threads")
+        }
+        print("  " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                              for k, v in shown.items()), flush=True)  # fmt: skip
+
+    rows = run_bench(args.benchmarks, args.frameworks, args.modes, store.dir, args.threads, say)
+    for name, df in tables(rows).items():
+        print(f"\n{name}\n{df.to_string(index=False)}")
+    path = write_markdown(rows, store.dir, shlex.join(["rosetta", *argv]))
+    print(f"\nbench: {store.dir / 'bench.jsonl'}\n       {path}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from harness.report import write_report
     from harness.runner import UsageError
@@ -343,6 +392,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_lesson(args)
         if args.command == "explain":
             return cmd_explain(args)
+        if args.command == "bench":
+            return cmd_bench(args, argv)
         return cmd_list() if args.command == "list" else cmd_run(args, argv)
     except (SpecError, DataError, UsageError) as err:
         # user errors: one clear message, no traceback

@@ -282,3 +282,30 @@ def _bars(ax, task_df: pd.DataFrame, modes: list[str], value: str, iqr: str | No
     ax.margins(y=0.18)
     ax.set_ylim(bottom=0)
     ax.grid(axis="y", alpha=0.3)
+
+
+def scaling_figure(df: pd.DataFrame) -> Figure:
+    """``rosetta bench``'s scaling rows: step time and GFLOP/s against the batch size,
+    a line per framework x mode."""
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    ax_time, ax_flops = fig.subplots(1, 2)
+    order = list(dict.fromkeys(df["framework"]))
+    for (framework, mode), part in df.groupby(["framework", "mode"], sort=False):
+        part = part.sort_values("batch")
+        style = {
+            "color": framework_color(framework, order),
+            "linestyle": MODE_LINES.get(mode, "-."),
+            "marker": "o",
+            "label": f"{framework} {mode}",
+        }
+        ax_time.plot(part["batch"], part["step_ms"], **style)
+        ax_flops.plot(part["batch"], part["achieved_gflops"], **style)
+    ax_time.set(xscale="log", yscale="log", xlabel="batch size", ylabel="ms per step",
+                title="step time (median)")  # fmt: skip
+    ax_flops.set(xscale="log", xlabel="batch size", ylabel="GFLOP/s",
+                 title="achieved FLOP/s (matrix products)")  # fmt: skip
+    for ax in (ax_time, ax_flops):
+        ax.grid(alpha=0.3)
+    ax_flops.legend(frameon=False, fontsize=8)
+    fig.suptitle("Scaling with the batch size: the MLP", fontsize=13)
+    return fig

@@ -1,0 +1,244 @@
+"""``rosetta bench``: the harness measured against the limits, as ratios taken in one run.
+
+Three benchmarks, every cell in its own process, one at a time:
+
+* **overhead**: the harness's steady-state step time divided by the step time of a
+  minimal hand-written loop (``impls/<fw>/minimal.py``: the same model, batch size
+  and optimizer, the loop a user would write). Near 1 means the harness's
+  framework-neutral loop costs nothing the framework would not cost anyway.
+* **roofline**: the training step's FLOP/s (counted from the spec, see
+  harness/flops.py) divided by the FLOP/s of a large float32 matmul timed in the
+  same process with the same threads: how close a step gets to the machine's
+  usable peak.
+* **scaling**: step time and FLOP/s against the batch size, to show where each
+  framework and mode stops being bound by per-step overhead.
+
+Results go to ``bench.jsonl`` and ``bench.md`` (tables and a figure) in the run folder.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from harness import data
+from harness.backend import BACKENDS, missing_packages
+from harness.data.batching import steps_per_epoch
+from harness.flops import train_step_flops
+from harness.runner import Cell, run_cell_process, run_worker, thread_env
+from harness.spec import TASKS_DIR, TaskSpec, load_spec, resolve_task
+
+BENCH_TASKS = TASKS_DIR / "bench"
+MATMUL_N = 2048
+MIN_STEPS = 200  # steady-state steps behind each median
+OVERHEAD_CASES = (("mlp", 128), ("lenet", 64))
+ROOFLINE_CASES = (("mlp", 256), ("mlp", 1024), ("lenet", 64), ("lenet", 256))
+SCALING_BATCHES = (32, 64, 128, 256, 512, 1024)
+BENCHMARKS = ("overhead", "roofline", "scaling")
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One measurement's setting."""
+
+    task: str
+    batch: int
+    framework: str
+    mode: str
+    threads: int = 0
+
+
+def bench_spec(task: str, batch: int, min_steps: int = MIN_STEPS) -> TaskSpec:
+    """A task (the benchmark's own, else a built-in) at ``batch``, with enough epochs
+    for ``min_steps`` steps and one evaluation, at the end."""
+    path = BENCH_TASKS / f"{task}.toml"
+    spec = load_spec(path) if path.is_file() else resolve_task(task)
+    n = len(data.load(spec.data).x_train)
+    per_epoch = steps_per_epoch(n, batch, True)
+    if per_epoch == 0:
+        raise ValueError(f"{task}: batch {batch} is larger than its {n} training samples")
+    epochs = math.ceil(min_steps / per_epoch)
+    recipe = spec.recipe.model_copy(
+        update={"batch_size": batch, "epochs": epochs, "eval_every": epochs, "target": None}
+    )
+    return spec.model_copy(update={"recipe": recipe})
+
+
+def harness_cell(m: Measure, out: Path, matmul_n: int = 0) -> dict[str, Any]:
+    """The harness's own cell for a measurement (its record)."""
+    spec = bench_spec(m.task, m.batch)
+    cell = Cell(spec, m.task, m.framework, m.mode, threads=m.threads, matmul_n=matmul_n)
+    return run_cell_process(cell, "bench", out / "logs" / f"{_slug(m)}-harness.log")
+
+
+def minimal_loop(m: Measure, out: Path, steps: int = MIN_STEPS) -> dict[str, Any]:
+    """The hand-written loop's result: ``{"step_median_s": ...}`` or ``{"error": ...}``."""
+    cfg = {"model": m.task, "batch": m.batch, "steps": steps, "mode": m.mode}
+    log = out / "logs" / f"{_slug(m)}-minimal.log"
+    result = run_worker(
+        f"impls.{m.framework}.minimal", cfg, thread_env(m.threads), 900.0, log, lambda e: None
+    )
+    if result.record is None:
+        return {"error": f"{result.status}: {result.detail}"}
+    return result.record
+
+
+def _slug(m: Measure) -> str:
+    return f"{m.task}-b{m.batch}-{m.framework}-{m.mode}-t{m.threads}"
+
+
+def _step_s(record: dict[str, Any]) -> float | None:
+    return record.get("step_median_s") if record.get("status", "ok") == "ok" else None
+
+
+def overhead(
+    frameworks: Iterable[str], modes: Iterable[str], threads: int, out: Path, say: Callable
+) -> list[dict[str, Any]]:
+    rows = []
+    for task, batch in OVERHEAD_CASES:
+        for fw in frameworks:
+            for mode in _modes(fw, modes):
+                m = Measure(task, batch, fw, mode, threads)
+                mine, theirs = harness_cell(m, out), minimal_loop(m, out)
+                h, u = _step_s(mine), theirs.get("step_median_s")
+                row = {
+                    "benchmark": "overhead", **m.__dict__,
+                    "harness_ms": None if h is None else 1000 * h,
+                    "minimal_ms": None if u is None else 1000 * u,
+                    "ratio": None if not (h and u) else h / u,
+                    "error": mine.get("error") if h is None else theirs.get("error"),
+                }  # fmt: skip
+                say(row)
+                rows.append(row)
+    return rows
+
+
+def roofline(
+    frameworks: Iterable[str], modes: Iterable[str], threads: int, out: Path, say: Callable
+) -> list[dict[str, Any]]:
+    rows = []
+    for task, batch in ROOFLINE_CASES:
+        spec = bench_spec(task, batch)
+        flops = train_step_flops(spec, data.sample_shape(spec.data), batch)
+        for fw in frameworks:
+            for mode in _modes(fw, modes):
+                m = Measure(task, batch, fw, mode, threads)
+                record = harness_cell(m, out, matmul_n=MATMUL_N)
+                step, peak = _step_s(record), record.get("matmul_flops")
+                achieved = None if not step else flops / step
+                row = {
+                    "benchmark": "roofline", **m.__dict__,
+                    "step_ms": None if step is None else 1000 * step,
+                    "step_gflop": flops / 1e9,
+                    "achieved_gflops": None if achieved is None else achieved / 1e9,
+                    "matmul_gflops": None if not peak else peak / 1e9,
+                    "fraction": None if not (achieved and peak) else achieved / peak,
+                    "peak_rss_mb": record.get("peak_rss_mb"),
+                    "error": record.get("error"),
+                }  # fmt: skip
+                say(row)
+                rows.append(row)
+    return rows
+
+
+def scaling(
+    frameworks: Iterable[str], modes: Iterable[str], threads: int, out: Path, say: Callable
+) -> list[dict[str, Any]]:
+    rows = []
+    for batch in SCALING_BATCHES:
+        spec = bench_spec("mlp", batch)
+        flops = train_step_flops(spec, data.sample_shape(spec.data), batch)
+        for fw in frameworks:
+            for mode in _modes(fw, modes):
+                m = Measure("mlp", batch, fw, mode, threads)
+                step = _step_s(harness_cell(m, out))
+                row = {
+                    "benchmark": "scaling", **m.__dict__,
+                    "step_ms": None if step is None else 1000 * step,
+                    "samples_per_s": None if not step else batch / step,
+                    "achieved_gflops": None if not step else flops / step / 1e9,
+                }  # fmt: skip
+                say(row)
+                rows.append(row)
+    return rows
+
+
+def _modes(framework: str, modes: Iterable[str]) -> list[str]:
+    return [m for m in modes if m in BACKENDS[framework].modes]
+
+
+RUNNERS = {"overhead": overhead, "roofline": roofline, "scaling": scaling}
+
+
+def run_bench(
+    benchmarks: Iterable[str],
+    frameworks: Iterable[str],
+    modes: Iterable[str],
+    out: Path,
+    threads: int = 0,
+    say: Callable[[dict], None] = lambda row: None,
+) -> list[dict[str, Any]]:
+    """Run the named benchmarks; every row is appended to ``out/bench.jsonl`` as it
+    is measured, so an interrupted bench keeps what it has."""
+    out.mkdir(parents=True, exist_ok=True)
+    installed = [f for f in frameworks if not missing_packages(BACKENDS[f])]
+    rows: list[dict[str, Any]] = []
+
+    def keep(row: dict) -> None:
+        with (out / "bench.jsonl").open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        rows.append(row)
+        say(row)
+
+    for name in benchmarks:
+        RUNNERS[name](installed, modes, threads, out, keep)
+    return rows
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def tables(rows: list[dict[str, Any]]) -> dict[str, pd.DataFrame]:
+    """One DataFrame per benchmark, numbers rounded for reading."""
+    df = pd.DataFrame(rows)
+    out = {}
+    for name, columns in (
+        ("overhead", ["task", "batch", "framework", "mode", "harness_ms", "minimal_ms", "ratio"]),
+        ("roofline", ["task", "batch", "framework", "mode", "step_ms", "achieved_gflops",
+                      "matmul_gflops", "fraction"]),
+        ("scaling", ["batch", "framework", "mode", "step_ms", "samples_per_s", "achieved_gflops"]),
+    ):  # fmt: skip
+        part = df[df["benchmark"] == name] if not df.empty else df
+        if not part.empty:
+            out[name] = part[columns].round(3).reset_index(drop=True)
+    return out
+
+
+def write_markdown(rows: list[dict[str, Any]], out: Path, command: str) -> Path:
+    from harness.report.plots import png, scaling_figure
+    from harness.report.render import markdown_table
+
+    parts = ["# Rosetta bench", "", f"`{command}`", ""]
+    notes = {
+        "overhead": "ratio: the harness's median step over the minimal loop's (same model, "
+        "batch, optimizer and threads, each in its own process); 1.0 means no overhead.",
+        "roofline": "fraction: the step's FLOP/s (matrix products counted from the spec, "
+        f"3x forward) over a {MATMUL_N}x{MATMUL_N} float32 matmul's, timed in the same process.",
+        "scaling": "the MLP's step time and throughput as the batch grows.",
+    }
+    for name, df in tables(rows).items():
+        parts += [f"## {name}", "", markdown_table(df), "", notes[name], ""]
+    scaling_rows = [r for r in rows if r["benchmark"] == "scaling"]
+    if scaling_rows:
+        fig = scaling_figure(pd.DataFrame(scaling_rows))
+        (out / "scaling.png").write_bytes(png(fig))
+        parts += ["![scaling](scaling.png)", ""]
+    path = out / "bench.md"
+    path.write_text("\n".join(parts))
+    return path

@@ -1,0 +1,79 @@
+"""rosetta bench without a framework: its specs, ratios, tables and report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harness import bench
+from harness.cli import main
+
+
+def test_bench_spec_sets_batch_and_enough_steps():
+    spec = bench.bench_spec("mlp", 256)
+    assert spec.recipe.batch_size == 256 and spec.recipe.target is None
+    per_epoch = 1437 // 256  # digits28 keeps 1437 training samples
+    assert spec.recipe.epochs * per_epoch >= bench.MIN_STEPS
+    assert spec.recipe.eval_every == spec.recipe.epochs  # one evaluation, at the end
+    assert bench.bench_spec("lenet", 64).model == bench.resolve_task("lenet").model
+    with pytest.raises(ValueError, match="larger than"):
+        bench.bench_spec("lenet", 4096)
+
+
+def test_overhead_ratio_is_harness_over_minimal(monkeypatch, tmp_path):
+    monkeypatch.setattr(bench, "harness_cell", lambda m, out, matmul_n=0: {
+        "status": "ok", "step_median_s": 0.011})  # fmt: skip
+    monkeypatch.setattr(bench, "minimal_loop", lambda m, out: {"step_median_s": 0.010})
+    rows = bench.run_bench(["overhead"], ["torch"], ["eager"], tmp_path)
+    assert [r["ratio"] for r in rows] == pytest.approx([1.1, 1.1])
+    assert len((tmp_path / "bench.jsonl").read_text().splitlines()) == 2
+
+
+def test_roofline_fraction_uses_spec_flops_and_same_process_matmul(monkeypatch, tmp_path):
+    monkeypatch.setattr(bench, "harness_cell", lambda m, out, matmul_n=0: {
+        "status": "ok", "step_median_s": 0.01, "matmul_flops": 2e11})  # fmt: skip
+    monkeypatch.setattr(bench, "ROOFLINE_CASES", (("lenet", 64),))
+    (row,) = bench.run_bench(["roofline"], ["jax"], ["graph"], tmp_path)
+    flops = 3 * 64 * 934_400  # see test_flops.py
+    assert row["achieved_gflops"] == pytest.approx(flops / 0.01 / 1e9)
+    assert row["fraction"] == pytest.approx(flops / 0.01 / 2e11)
+
+
+def test_a_failed_measurement_keeps_its_reason(monkeypatch, tmp_path):
+    monkeypatch.setattr(bench, "harness_cell", lambda m, out, matmul_n=0: {
+        "status": "failed", "error": "boom"})  # fmt: skip
+    monkeypatch.setattr(bench, "minimal_loop", lambda m, out: {"error": "crashed"})
+    rows = bench.run_bench(["overhead"], ["tf"], ["graph"], tmp_path)
+    assert rows[0]["ratio"] is None and rows[0]["error"] == "boom"
+
+
+def test_markdown_has_every_table_and_the_scaling_figure(tmp_path):
+    rows = [
+        {"benchmark": "overhead", "task": "mlp", "batch": 128, "framework": "torch",
+         "mode": "eager", "threads": 0, "harness_ms": 1.1, "minimal_ms": 1.0, "ratio": 1.1},
+        {"benchmark": "roofline", "task": "mlp", "batch": 256, "framework": "torch",
+         "mode": "graph", "threads": 0, "step_ms": 9.0, "achieved_gflops": 98.0,
+         "matmul_gflops": 196.0, "fraction": 0.5},
+    ] + [
+        {"benchmark": "scaling", "task": "mlp", "batch": b, "framework": fw, "mode": "graph",
+         "threads": 0, "step_ms": b / 50, "samples_per_s": 50_000.0, "achieved_gflops": 80.0}
+        for b in (32, 64) for fw in ("torch", "jax")
+    ]  # fmt: skip
+    md = bench.write_markdown(rows, tmp_path, "rosetta bench").read_text()
+    for name in ("## overhead", "## roofline", "## scaling", "![scaling](scaling.png)"):
+        assert name in md
+    assert (tmp_path / "scaling.png").stat().st_size > 10_000
+
+
+def test_bench_rejects_unknown_names(capsys):
+    assert main(["bench", "speed"]) == 2
+    assert "unknown benchmark 'speed'" in capsys.readouterr().err
+    assert main(["bench", "--frameworks", "mxnet"]) == 2
+
+
+def test_rows_are_json(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "harness_cell", lambda m, out, matmul_n=0: {"status": "ok"})
+    bench.run_bench(["scaling"], ["torch"], ["eager"], tmp_path)
+    rows = [json.loads(x) for x in (tmp_path / "bench.jsonl").read_text().splitlines()]
+    assert [r["batch"] for r in rows] == list(bench.SCALING_BATCHES)
