@@ -65,6 +65,65 @@ LESSONS: dict[str, Lesson] = {
             "persistent to be asked twice; JAX's gradient is just another function)."
         ),
     ),
+    "shapes": Lesson(
+        name="shapes",
+        title="Static graphs and changing shapes: what retraces, what it costs, the remedy",
+        source="notes 000 ch. 4 (static vs dynamic graphs)",
+        computation=(
+            "a 64-128-10 MLP's training step in graph mode: 10 batches of 32, then batches of "
+            "32, 17, 32, 24, 40, 17 (a last partial batch, odd sizes), then the same with the "
+            "framework's remedy"
+        ),
+        function="shapes",
+        rows=(
+            ("traces, fixed batch", "traces_fixed"),
+            ("traces, varying batches", "traces_varying"),
+            ("seconds, varying batches", "seconds_varying"),
+            ("remedy", "remedy"),
+            ("traces with the remedy", "traces_remedy"),
+            ("seconds with the remedy", "seconds_remedy"),
+        ),
+        explanation=(
+            "A graph is traced for the shapes it first sees. torch.compile marks a dimension "
+            "dynamic after it has changed once (one recompile, then a shape-generic graph), "
+            "or at once with dynamic=True / torch._dynamo.mark_dynamic. tf.function traces "
+            "a new concrete function for every new input shape unless told otherwise: "
+            "reduce_retracing=True or an input_signature with a None batch axis gives one "
+            "generic trace. jax.jit compiles once per shape, always: the remedy is to pad "
+            "batches to a few bucket sizes and mask the padded rows out of the loss, so a "
+            "handful of compiles serves every batch. The harness itself drops the last "
+            "partial batch (recipe.drop_last) and pads sequences to one length, so a run "
+            "never retraces."
+        ),
+    ),
+    "control_flow": Lesson(
+        name="control_flow",
+        title="Python control flow on data inside a compiled step",
+        source="notes 000 ch. 4 (static vs dynamic graphs)",
+        computation=(
+            "f(x) = x * 2 if sum(x) > 0 else x - 1, written with a Python if on the data, "
+            "compiled by each framework's graph mode, called on a positive and a negative x"
+        ),
+        function="control_flow",
+        rows=(
+            ("what the graph mode does", "outcome"),
+            ("f(positive x)", "positive"),
+            ("f(negative x)", "negative"),
+            ("graph breaks / retraces", "breaks"),
+            ("the error, if refused", "error"),
+            ("the framework's own way", "remedy"),
+            ("its result, f(negative x)", "remedy_negative"),
+        ),
+        explanation=(
+            "Eager code may branch on any value. A compiled graph cannot branch on a value it "
+            "does not know when it is built. torch.compile splits the graph where Python needs "
+            "the value (a graph break: the two halves are compiled, the branch runs in "
+            "Python) or uses torch.cond; tf.function's AutoGraph rewrites an if on a tensor "
+            "into tf.cond inside the graph; jax.jit refuses with a concretization error, "
+            "because tracing sees an abstract value, and asks for jax.lax.cond (or jnp.where) "
+            "instead."
+        ),
+    ),
 }
 
 
@@ -184,7 +243,11 @@ def format_lesson(name: str, results: dict[str, Result]) -> str:
             first, *rest = (result.get("error") or "no result").splitlines()
             out.append(f"  {fw}: {first}")
             out += [f"    {line}" for line in rest[-6:]]
-    graphs = {fw: r["values"]["graph"] for fw, r in results.items() if r["status"] == "ok"}
+    graphs = {
+        fw: r["values"]["graph"]
+        for fw, r in results.items()
+        if r["status"] == "ok" and r["values"].get("graph")
+    }
     if graphs:
         out += ["", "How each framework holds the computation:"]
         for fw, lines in graphs.items():
