@@ -13,12 +13,13 @@ import re
 from typing import Any
 
 import jax
+import numpy as np
 from flax import nnx
 from jax.extend.core import jaxprs_in_params
 
 from harness.backend import Options
 from harness.explain import clip_lines, example_batch, op_table
-from harness.spec import Shape, TaskSpec, masked_inputs, param_count, walk
+from harness.spec import Shape, TaskSpec, masked_inputs, networks, task_layers, task_param_count
 from impls.jax import layers
 from impls.jax.backend import JaxBackend
 
@@ -117,7 +118,10 @@ def _layers_by_name(stack: layers.Stack) -> dict[str, Any]:
 def _display(model: layers.Stack, by_name: dict[str, Any]) -> list[str]:
     """nnx's repr of the model (what ``nnx.display`` prints outside a notebook),
     with function objects named instead of shown by address."""
-    text = repr(model)
+    return _display_text(repr(model), by_name)
+
+
+def _display_text(text: str, by_name: dict[str, Any]) -> list[str]:
     for layer in by_name.values():
         if not isinstance(layer, nnx.Module):
             text = text.replace(repr(layer), one_line(layer))
@@ -141,17 +145,26 @@ def _graph(spec: TaskSpec, input_shape: Shape) -> dict[str, Any]:
     backend.configure(Options(mode="eager"))
     state = backend.build(spec, input_shape, None)
     x, y = example_batch(spec, input_shape)
+    if state.gan:  # real samples of the data's shape, and the generator's noise
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(len(x), *input_shape)).astype(np.float32)
+        y = rng.normal(size=(len(x), *spec.model.input_shape)).astype(np.float32)
     closed = jax.make_jaxpr(state.train_step)(state.params, state.opt_state, state.key, x, y)
     names = _primitives(closed.jaxpr)
     loops = names.count("scan")
     scans = (
         f"; {loops} scan loops (forward and grad of nnx.RNN), bodies counted once" if loops else ""
     )
+    what = (
+        "the discriminator's and then the generator's forward, grad and optax update"
+        if state.gan
+        else "forward, grad and the optax update"
+    )
     return op_table(
         "jaxpr of the train step (jax.make_jaxpr), equations by primitive",
         names,
         f"{len(closed.jaxpr.eqns)} top-level equations; nested jit/scan/custom_jvp bodies "
-        f"counted too; forward, grad and the optax update in one function{scans}",
+        f"counted too; {what} in one function{scans}",
     )
 
 
@@ -159,32 +172,41 @@ def explain(spec: TaskSpec, input_shape: Shape) -> dict[str, Any]:
     """The spec's model as Flax NNX builds and shows it, and its train step's jaxpr.
 
     Args:
-        spec: the task.
+        spec: the task (a gan's: both networks, generator first).
         input_shape: one sample's shape, NHWC or [features].
 
     Returns:
         ``layout``; ``display`` (nnx's repr, clipped) and ``display_by``;
-        ``param_count`` (leaves of the model's ``nnx.Param`` state), ``param_count_by``,
-        ``spec_param_count``; ``layers``: one ``{"name", "framework"}`` per spec layer
-        in ``walk`` order; ``graphs``: op tables of one training step.
+        ``param_count`` (leaves of the models' ``nnx.Param`` states),
+        ``param_count_by``, ``spec_param_count``; ``layers``: one ``{"name",
+        "framework"}`` per spec layer in ``task_layers`` order; ``graphs``: op
+        tables of one training step.
     """
     shape = tuple(input_shape)
-    # the backend's own builder: the backend's state keeps the model split into pytrees
-    model = layers.build_model(spec, shape, "float32")
-    by_name = _layers_by_name(model)
-    masked = masked_inputs(spec.model)
+    # the backend's own builder: the backend's state keeps the models split into pytrees
+    models = layers.build_networks(spec, shape, "float32")
+    by_name: dict[str, Any] = {}
+    masked: dict[str, bool] = {}
+    for (_, model_spec, _), model in zip(networks(spec, shape), models.values(), strict=True):
+        by_name |= _layers_by_name(model)
+        masked |= masked_inputs(model_spec)
     rows = [
         {"name": layer.name, "framework": one_line(by_name[layer.name], masked[layer.name])}
-        for layer, _, _ in walk(spec.model.layers, shape)
+        for layer, _, _ in task_layers(spec, shape)
     ]
-    params = nnx.state(model, nnx.Param)
+    if len(models) == 1:
+        display = _display(models["model"], by_name)
+    else:  # one repr per network, under its role
+        text = "\n".join(f"{role} = {repr(model)}" for role, model in models.items())
+        display = _display_text(text, by_name)
+    params = [nnx.state(model, nnx.Param) for model in models.values()]
     return {
         "layout": "NHWC",
-        "display": _display(model, by_name),
+        "display": display,
         "display_by": "nnx.display(model), i.e. its repr outside a notebook",
         "param_count": int(sum(leaf.size for leaf in jax.tree.leaves(params))),
         "param_count_by": "sum of leaf sizes of nnx.state(model, nnx.Param)",
-        "spec_param_count": param_count(spec.model, shape),
+        "spec_param_count": task_param_count(spec, shape),
         "layers": rows,
         "graphs": [_graph(spec, shape)],
     }

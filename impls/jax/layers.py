@@ -451,11 +451,33 @@ def build_model(spec: S.TaskSpec, input_shape: S.Shape, dtype: str) -> Stack:
     Returns:
         The root ``Stack``; call it as ``model(x, deterministic=...)``.
     """
+    _check_dtype(dtype)
+    rngs = nnx.Rngs(params=spec.recipe.seed)
+    return _stack(spec.model.layers, tuple(input_shape), jnp.dtype(dtype), rngs)
+
+
+def build_networks(spec: S.TaskSpec, data_shape: S.Shape, dtype: str) -> dict[str, Stack]:
+    """Every network the task trains, keyed by role (``harness.spec.networks``):
+    ``{"model": ...}``, or a gan's ``{"generator": ..., "discriminator": ...}``.
+
+    Args:
+        spec: the task; its ``recipe.seed`` seeds the native initializers (one
+            stream for all networks, so a gan's two networks start apart).
+        data_shape: the data's sample shape (a generator's input is its noise).
+        dtype: "float32" or "float64", as in ``build_model``.
+    """
+    _check_dtype(dtype)
+    rngs = nnx.Rngs(params=spec.recipe.seed)
+    return {
+        role: _stack(model.layers, shape, jnp.dtype(dtype), rngs)
+        for role, model, shape in S.networks(spec, tuple(data_shape))
+    }
+
+
+def _check_dtype(dtype: str) -> None:
     if jnp.dtype(dtype) == jnp.float64 and not jax.config.jax_enable_x64:
         # JAX would silently truncate every float64 request to float32
         raise ValueError("a float64 model needs jax_enable_x64 on (JaxBackend.configure sets it)")
-    rngs = nnx.Rngs(params=spec.recipe.seed)
-    return _stack(spec.model.layers, tuple(input_shape), jnp.dtype(dtype), rngs)
 
 
 # --------------------------------------------------------------------------- canonical weights
@@ -517,3 +539,19 @@ def set_weights(model: Stack, weights: Weights) -> None:
         if var.shape != weights[name].shape:
             raise ValueError(f"{name}: shape {weights[name].shape}, model has {var.shape}")
         var.set_value(jnp.array(weights[name], dtype=var.dtype))
+
+
+def set_task_weights(networks: dict[str, Stack], weights: Weights) -> None:
+    """Load a task's canonical weights (every network's) into its networks.
+
+    Raises:
+        ValueError: if a name of ``weights`` belongs to no network, or a network's
+            names or shapes differ from its share of ``weights``.
+    """
+    unused = set(weights)
+    for model in networks.values():
+        own = set(canonical_names(model).values())
+        set_weights(model, {k: v for k, v in weights.items() if k in own})
+        unused -= own
+    if unused:
+        raise ValueError(f"weights {sorted(unused)} belong to none of the task's networks")

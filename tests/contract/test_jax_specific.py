@@ -5,6 +5,10 @@ must put the odd pixel after; the x64 flag is global, so a float32 run after a
 float64 one must still stay float32 everywhere; Optax must follow the PyTorch
 SGD rule with coupled decay; the state is pure; jax.jit traces once;
 ``activations`` names every layer of ``walk`` and ends in what predict gives.
+A gan's two steps match the numpy reference; jit compiles the step once (Adam's
+step count must be committed to the device); AdamW decays apart from the
+gradient; label smoothing, exact clipping, and l1 with a zero gradient at 0
+(``jax.grad(jnp.abs)(0.)`` is 1) follow the spec.
 """
 
 from __future__ import annotations
@@ -315,3 +319,142 @@ def test_masked_global_pools_and_unpadded_embedding():
     ids = np.array([[1, 0, 0], [1, 0, 2]], np.int32)
     out = np.asarray(model(ids, deterministic=True))
     assert not np.allclose(out[0], 0) and not np.allclose(out[0], out[1])
+
+
+# --------------------------------------------------------------------------- gan
+
+
+def gan_spec(**optimizer):
+    """The gan task with another optimizer (the numpy reference has SGD only)."""
+    from harness.spec import TASKS_DIR, Optimizer
+
+    spec = load_spec(TASKS_DIR / "next" / "gan.toml")
+    recipe = spec.recipe.model_copy(update={"optimizer": Optimizer(**optimizer)})
+    return spec.model_copy(update={"recipe": recipe})
+
+
+def gan_batch(n=16, seed=0):
+    rng = np.random.default_rng(seed)
+    return Batch(rng.normal(size=(n, 2)), None, rng.normal(size=(n, 8)))
+
+
+def test_gan_steps_match_the_numpy_reference():
+    # SGD with momentum and coupled decay: the discriminator's step, then the
+    # generator's against the updated discriminator, each with its own velocity
+    from harness.init import canonical_weights
+    from tests.harness.fake_backend import NumpyBackend
+
+    spec = gan_spec(name="sgd", learning_rate=0.05, momentum=0.9, weight_decay=0.01)
+    weights = canonical_weights(spec, (2,), "float64")
+    ref, be = NumpyBackend(), backend("graph", "float64")
+    ref_state, state = ref.build(spec, (2,), weights), be.build(spec, (2,), weights)
+    want_loss, want_grads = ref.loss_and_grads(ref_state, gan_batch())
+    loss, grads = be.loss_and_grads(state, gan_batch())
+    assert loss == pytest.approx(want_loss, rel=1e-12) and set(grads) == set(want_grads)
+    for k, g in grads.items():
+        np.testing.assert_allclose(g, want_grads[k], rtol=1e-9, atol=1e-14, err_msg=k)
+    for step in range(3):
+        ref_state, want = ref.train_step(ref_state, gan_batch(seed=step))
+        state, got = be.train_step(state, gan_batch(seed=step))
+        np.testing.assert_allclose([float(v) for v in got], want, rtol=1e-12)
+    want_w = ref.get_weights(ref_state)
+    for k, v in be.get_weights(state).items():
+        np.testing.assert_allclose(v, want_w[k], rtol=1e-9, atol=1e-14, err_msg=k)
+    # predict is the generator; activations run both networks, generator first
+    z = gan_batch().z
+    acts = be.activations(state, z)
+    assert list(acts) == [layer.name for layer in (*spec.model.layers, *spec.discriminator.layers)]
+    np.testing.assert_array_equal(acts["g_out"], be.predict(state, z))
+    np.testing.assert_allclose(
+        acts["d_out"],
+        ref._forward(ref_state, acts["g_out"], layers=ref_state["d_layers"])[0],
+        rtol=1e-12,
+    )
+
+
+def test_graph_mode_compiles_the_gan_step_once_and_counts_it():
+    # Adam: its step count leaves optax's init uncommitted; unless the backend puts
+    # it on the device, the second step compiles again (with no new trace)
+    be = backend("graph", "float32")
+    state = be.build(gan_spec(name="adam", learning_rate=1e-3), (2,), None)
+    batch = gan_batch()
+    batch = Batch(batch.x.astype(np.float32), None, batch.z.astype(np.float32))
+    for _ in range(3):
+        state, (d_loss, g_loss) = be.train_step(state, batch)
+    stats = be.stats(state)
+    assert (stats["traces"], stats["compiles"], stats["recompiles"]) == (1, 1, 0)
+    assert isinstance(stats["threads"], int) and stats["threads"] >= 1
+    assert np.isfinite(float(d_loss)) and np.isfinite(float(g_loss))
+
+
+# --------------------------------------------------------------------------- regularization
+
+
+def test_adamw_decays_every_parameter_apart_from_the_gradient():
+    spec, w, batch = mlp_case(dropout=False, name="adamw", weight_decay=0.1, epsilon=1e-6)
+    be = backend()
+    state = be.build(spec, (4,), w)
+    ref = {k: v.copy() for k, v in w.items()}
+    m, v = {k: 0.0 for k in w}, {k: 0.0 for k in w}
+    for t in range(1, 4):  # torch.optim.AdamW: p *= 1 - lr*wd; p -= lr*m^/(sqrt(v^)+eps)
+        state, _ = be.train_step(state, batch)
+        _, grads = be.loss_and_grads(be.build(spec, (4,), ref), batch)
+        for k in ref:
+            m[k] = 0.9 * m[k] + 0.1 * grads[k]
+            v[k] = 0.999 * v[k] + 0.001 * grads[k] ** 2
+            m_hat, v_hat = m[k] / (1 - 0.9**t), v[k] / (1 - 0.999**t)
+            ref[k] = ref[k] * (1 - 0.1 * 0.1) - 0.1 * m_hat / (np.sqrt(v_hat) + 1e-6)
+    for k, value in be.get_weights(state).items():
+        np.testing.assert_allclose(value, ref[k], rtol=1e-12, atol=1e-14, err_msg=k)
+
+
+def test_label_smoothing_matches_the_formula_per_sample_and_per_step():
+    rng = np.random.default_rng(2)
+    for shape in ((6, 4), (3, 5, 4)):  # [N, C] and per-step [N, steps, C]
+        logits = rng.normal(size=shape)
+        labels = rng.integers(0, 4, shape[:-1]).astype(np.int32)
+        targets = 0.8 * np.eye(4)[labels] + 0.2 / 4
+        logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+        want = -(targets * logp).sum(-1).mean()
+        got = train.loss_fn("softmax_cross_entropy", label_smoothing=0.2)(logits, labels)
+        np.testing.assert_allclose(got, want, rtol=1e-13)
+
+
+def test_clip_by_global_norm_scales_by_the_exact_factor():
+    # no epsilon in the norm (torch's clip_grad_norm_ divides by norm + 1e-6)
+    from harness.spec import Optimizer
+
+    g = {"a": np.array([3.0, 0.0]), "b": np.array([[4.0, 12.0]])}  # global norm 13
+    tx = train.make_optimizer(Optimizer(name="sgd", learning_rate=1.0), clip_norm=6.5)
+    updates, _ = tx.update(g, tx.init(g))
+    for k in g:
+        np.testing.assert_allclose(-np.asarray(updates[k]), g[k] * 0.5, rtol=1e-15, atol=0)
+    tx = train.make_optimizer(Optimizer(name="sgd", learning_rate=1.0), clip_norm=13.5)
+    updates, _ = tx.update(g, tx.init(g))
+    for k in g:  # under the bound: unchanged
+        np.testing.assert_array_equal(-np.asarray(updates[k]), g[k])
+
+
+def test_l1_gradient_is_the_sign_and_clipping_comes_before_coupled_decay():
+    spec, w, batch = mlp_case(dropout=False, weight_decay=0.1)
+    w["h.kernel"][0, 0] = 0.0  # d|w|/dw at 0 is 0 (jax.grad(jnp.abs)(0.) is 1)
+    l1, clip = 0.01, 0.5
+    recipe = spec.recipe.model_copy(update={"l1": l1, "clip_norm": clip})
+    regularized = spec.model_copy(update={"recipe": recipe})
+    be = backend()
+    loss, grads = be.loss_and_grads(be.build(spec, (4,), w), batch)
+    loss_l1, grads_l1 = be.loss_and_grads(be.build(regularized, (4,), w), batch)
+    kernels = ("h.kernel", "o.kernel")  # harness.spec.is_weight: biases are not counted
+    assert loss_l1 == pytest.approx(loss + l1 * sum(np.abs(w[k]).sum() for k in kernels), rel=1e-14)
+    for k in w:
+        extra = l1 * np.sign(w[k]) if k in kernels else 0.0
+        np.testing.assert_allclose(grads_l1[k], grads[k] + extra, rtol=1e-13, atol=1e-15)
+    assert grads_l1["h.kernel"][0, 0] == grads["h.kernel"][0, 0]
+    # one SGD step: clip the objective's gradient, then add wd*p, then step
+    state, step_loss = be.train_step(be.build(regularized, (4,), w), batch)
+    assert float(step_loss) == pytest.approx(loss_l1, rel=1e-14)
+    norm = np.sqrt(sum((g**2).sum() for g in grads_l1.values()))
+    assert norm > clip  # so that the factor is not 1
+    for k, v in be.get_weights(state).items():
+        want = w[k] - 0.1 * (grads_l1[k] * (clip / norm) + 0.1 * w[k])
+        np.testing.assert_allclose(v, want, rtol=1e-13, atol=1e-15, err_msg=k)
