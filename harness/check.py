@@ -31,14 +31,17 @@ Trace = dict[str, np.ndarray]  # "forward/<layer>", "loss", "grad/<param>", "ste
 
 
 def without_dropout(spec: TaskSpec) -> TaskSpec:
-    """Dropout masks cannot match across frameworks: the check switches them off."""
-    layers = map_layers(
-        spec.model.layers,
-        lambda layer: (
-            layer.model_copy(update={"rate": 0.0}) if isinstance(layer, Dropout) else layer
-        ),
-    )
-    return spec.model_copy(update={"model": spec.model.model_copy(update={"layers": layers})})
+    """Dropout masks cannot match across frameworks: the check switches them off
+    (in every network of the task)."""
+
+    def off(layer):
+        return layer.model_copy(update={"rate": 0.0}) if isinstance(layer, Dropout) else layer
+
+    update = {"model": spec.model.model_copy(update={"layers": map_layers(spec.model.layers, off)})}
+    if spec.discriminator is not None:
+        d = spec.discriminator
+        update["discriminator"] = d.model_copy(update={"layers": map_layers(d.layers, off)})
+    return spec.model_copy(update=update)
 
 
 def check_batches(spec: TaskSpec, ds: data.Dataset, dtype: str) -> Iterator[Batch]:
@@ -65,7 +68,9 @@ def trace(backend: Backend, spec: TaskSpec, dtype: str, steps: int, data_dir=Non
     batch = first
     for step in range(1, steps + 1):
         state, step_loss = backend.train_step(state, batch)
-        out[f"step{step}/loss"] = np.asarray(float(step_loss))
+        # a gan's step returns (discriminator loss, generator loss)
+        losses = step_loss if isinstance(step_loss, tuple | list) else (step_loss,)
+        out[f"step{step}/loss"] = np.asarray([float(v) for v in losses])
         out.update({f"step{step}/{k}": v for k, v in backend.get_weights(state).items()})
         batch = next(stream)
     return out

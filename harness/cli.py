@@ -194,7 +194,7 @@ def parser() -> argparse.ArgumentParser:
 
 def cmd_list() -> int:
     from harness import data
-    from harness.spec import builtin_tasks, load_spec, param_count
+    from harness.spec import builtin_tasks, load_spec, task_param_count
 
     print("tasks:")
     for name, path in builtin_tasks().items():
@@ -203,7 +203,7 @@ def cmd_list() -> int:
         real = f", real data: {spec.data.real}" if spec.data.real else ""
         print(
             f"  {name:<20} {spec.title}  [{spec.data.dataset}{real}; "
-            f"{param_count(spec.model, shape):,} parameters]"
+            f"{task_param_count(spec, shape):,} parameters]"
         )
     print("frameworks:")
     for name, info in BACKENDS.items():

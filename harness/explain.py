@@ -22,7 +22,7 @@ from typing import Any
 
 from harness.cell import emit
 from harness.data.batching import random_batch
-from harness.spec import Layer, Residual, Shape, TaskSpec, param_count, parse_spec
+from harness.spec import Layer, Residual, Shape, TaskSpec, parse_spec, task_param_count
 
 Result = dict[str, Any]  # {"status": "ok" | "failed" | "unavailable", "error", "version", "values"}
 
@@ -155,6 +155,8 @@ def _mapping(spec: TaskSpec, results: dict[str, Result]) -> list[str]:
     """One block per spec layer: the spec's line, then each framework's layer under it
     (stacked rather than side by side: the class strings are too long for columns)."""
     rows = _spec_rows(spec.model.layers)
+    if spec.discriminator is not None:  # a gan: the generator's rows, then the judge's
+        rows += _spec_rows(spec.discriminator.layers)
     width = max((len(fw) for fw in results), default=0)
     lines = []
     for i, (name, label) in enumerate(rows):
@@ -215,7 +217,7 @@ def format_explain(spec: TaskSpec, results: dict[str, Result], input_shape: Shap
         per framework its display of the model, parameter counts and op-count tables.
     """
     title = f"{spec.name}: {spec.title}" if spec.title else spec.name
-    spec_count = param_count(spec.model, input_shape)
+    spec_count = task_param_count(spec, input_shape)
     out = [title, "", "Spec layer -> each framework's layer (from the built model):"]
     out += _mapping(spec, results)
     for fw, result in results.items():

@@ -80,9 +80,12 @@ def thread_env(threads: int) -> dict[str, str]:
             TF_NUM_INTRAOP_THREADS=n,
             TF_NUM_INTEROP_THREADS="1",
         )
+        # XLA sizes its CPU thread pool from PJRT_NPROC (intra_op_parallelism_threads
+        # is not an XLA flag: bare it is ignored, with "--" XLA aborts)
+        env["PJRT_NPROC"] = n
         flags = os.environ.get("XLA_FLAGS", "")
         if threads == 1:
-            flags += " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+            flags += " --xla_cpu_multi_thread_eigen=false"
         env["XLA_FLAGS"] = flags.strip()
     return env
 

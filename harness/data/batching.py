@@ -47,8 +47,12 @@ def random_batch(
     """A fixed random batch of the shapes and dtypes ``spec`` trains on (for tests,
     explain and the contract): normal inputs, or token ids each padded after a
     random length; class ids ([n], or [n, steps] per step), 0/1 or normal targets,
-    the input itself for an autoencoder."""
+    the input itself for an autoencoder; a gan's batch has noise ``z`` and no ``y``."""
     rng = np.random.default_rng(seed)
+    if spec.recipe.kind == "gan":  # real samples and the generator's noise
+        latent = spec.model.input_shape[0]  # type: ignore[index]
+        x = rng.normal(size=(n, *input_shape)).astype(dtype)
+        return Batch(x, None, rng.normal(size=(n, latent)).astype(dtype))
     first = spec.model.layers[0]
     if first.type == "embedding":
         x = rng.integers(1, first.vocab, size=(n, *input_shape)).astype(np.int32)
