@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -16,29 +15,38 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from harness.backend import BACKENDS, Batch, Options, Weights  # noqa: E402
-from harness.spec import TaskSpec  # noqa: E402
+from harness.spec import ModelSpec, RecipeSpec, TaskSpec, networks  # noqa: E402
 from impls.tf import layers, train  # noqa: E402
 
 
 @dataclass
 class TFState:
-    """The Keras model and optimizer plus the mode's compiled steps (changed in place)."""
+    """The task's networks and the mode's compiled steps (changed in place).
 
-    model: keras.Model
-    optimizer: keras.optimizers.Optimizer
+    ``nets``: the model, or a gan's generator then discriminator, each a Keras
+    model with its own optimizer (train.Net).
+    """
+
+    nets: list[train.Net]
     mode: str
     device: str  # a tf.device string, "/CPU:0" or "/GPU:0"
     dtype: tf.DType
-    x_dtype: tf.DType  # the input's: int32 token ids, or the run's dtype
+    x_dtype: tf.DType  # the first network's input: int32 token ids, or the run's dtype
+    gan: bool
     train_fn: train.Step
     predict_fn: Any
     grad_fn: Any
-    # the variables and their canonical names, in the order grad_fn returns gradients
+    # every network's variables and their canonical names, in the order grad_fn
+    # returns gradients (the nets' variables one net after the other)
     bindings: list[layers.Binding]
-    layer_names: list[str]  # every spec layer, in harness.spec.walk's order
-    traces: Counter = field(default_factory=Counter)
-    # the per-layer outputs model of activations(), made on its first call
-    activation_model: keras.Model | None = None
+    layer_names: list[list[str]]  # each net's spec layers, in harness.spec.walk's order
+    # each net's per-layer outputs model of activations(), made on its first call
+    activation_models: list[keras.Model] = field(default_factory=list)
+
+    @property
+    def model(self) -> keras.Model:
+        """The model, or a gan's generator (what predict runs)."""
+        return self.nets[0].model
 
 
 def _set_threads(threads: int) -> None:
@@ -104,50 +112,57 @@ class TFBackend:
     def build(
         self, spec: TaskSpec, input_shape: tuple[int, ...], weights: Weights | None
     ) -> TFState:
-        """Model, optimizer and the mode's steps; ``weights=None`` keeps Keras' initializers."""
-        opts = self._options
+        """Networks, optimizers and the mode's steps; ``weights=None`` keeps Keras' initializers."""
+        opts, recipe = self._options, spec.recipe
+        gan = recipe.kind == "gan"
         # seeds Keras' own initializers, so a native-init run is reproducible too
-        keras.utils.set_random_seed(spec.recipe.seed)
+        keras.utils.set_random_seed(recipe.seed)
+        nets, binds, names = [], [], []
         with tf.device(self._device):
-            # XLA cannot compile cuDNN's fused GRU / LSTM kernels: Keras' own loop there
-            use_cudnn = False if opts.mode == "xla" else "auto"
-            model = layers.build_model(spec, input_shape, opts.dtype, use_cudnn)
+            for role, model_spec, shape in networks(spec, input_shape):
+                name = spec.name if role == "model" else f"{spec.name}_{role}"
+                net, net_binds = _build_net(model_spec, shape, recipe, opts, name)
+                nets.append(net)
+                binds += net_binds
+                names.append(layers.spec_layer_names(model_spec.layers))
             if weights is not None:
-                layers.set_weights(model, weights)
-            optimizer = train.make_optimizer(spec.recipe.optimizer, opts.dtype)
-            # its slots exist before the first trace, so no variable is made inside one
-            optimizer.build(model.trainable_variables)
-        loss = train.loss_fn(spec.recipe.loss, opts.dtype)
-        binds = layers.bindings(model)
-        traces: Counter = Counter()
-        wd = spec.recipe.optimizer.weight_decay
+                layers.load(binds, weights)
+        if gan:
+            gen, disc = nets
+            train_fn = train.make_gan_train_step(gen, disc, recipe, opts.dtype, opts.mode)
+            grad_fn = train.make_gan_grad_step(gen, disc, recipe, opts.dtype, opts.mode)
+        else:
+            train_fn = train.make_train_step(nets[0], recipe, opts.dtype, opts.mode)
+            grad_fn = train.make_grad_step(nets[0], recipe, opts.dtype, opts.mode)
         return TFState(
-            model=model,
-            optimizer=optimizer,
+            nets=nets,
             mode=opts.mode,
             device=self._device,
             dtype=tf.as_dtype(opts.dtype),
-            x_dtype=tf.as_dtype(layers.input_dtype(spec, opts.dtype)),
-            train_fn=train.make_train_step(model, loss, optimizer, wd, opts.mode, traces),
-            predict_fn=train.make_predict(model, opts.mode, traces),
-            grad_fn=train.make_grad_step(
-                model, loss, [b.variable for b in binds], opts.mode, traces
-            ),
+            x_dtype=tf.as_dtype(layers.input_dtype(spec.model, opts.dtype)),
+            gan=gan,
+            train_fn=train_fn,
+            predict_fn=train.make_predict(nets[0].model, opts.mode),
+            grad_fn=grad_fn,
             bindings=binds,
-            layer_names=layers.spec_layer_names(spec.model.layers),
-            traces=traces,
+            layer_names=names,
         )
 
     def _tensors(self, state: TFState, batch: Batch) -> tuple[tf.Tensor, tf.Tensor]:
+        """The step's two inputs: (x, y), or a gan's (real samples, noise)."""
+        if state.gan:
+            x = tf.convert_to_tensor(batch.x, dtype=state.dtype)
+            return x, tf.convert_to_tensor(batch.z, dtype=state.dtype)
         x = tf.convert_to_tensor(batch.x, dtype=state.x_dtype)
         # class ids stay integers; 0/1 and regression targets take the run's dtype
         y_dtype = tf.int32 if np.issubdtype(batch.y.dtype, np.integer) else state.dtype
         return x, tf.convert_to_tensor(batch.y, dtype=y_dtype)
 
-    def train_step(self, state: TFState, batch: Batch) -> tuple[TFState, tf.Tensor]:
+    def train_step(self, state: TFState, batch: Batch) -> tuple[TFState, Any]:
+        """One step: the loss tensor, or a gan's (discriminator loss, generator loss)."""
         with tf.device(state.device):
             loss = state.train_fn(*self._tensors(state, batch))
-        return state, loss
+        return state, tuple(loss) if state.gan else loss
 
     def predict(self, state: TFState, x: np.ndarray) -> np.ndarray:
         with tf.device(state.device):
@@ -161,37 +176,101 @@ class TFBackend:
         return float(loss), layers.canonical(state.bindings, grads)
 
     def activations(self, state: TFState, x: np.ndarray) -> dict[str, np.ndarray]:
-        """Every spec layer's output for ``x`` (dropout off), keyed by layer name.
+        """Every spec layer's output for ``x`` (dropout off), keyed by layer name; a
+        gan's generator layers on noise ``x``, then its discriminator's on G(x).
 
-        Runs eagerly in every mode a second functional model over the same Keras
-        layers (layers.activation_model), so the compiled steps and the training
-        model stay as they are. Keras is NHWC and [N, steps, features]: the outputs
-        are canonical as they come.
+        Runs eagerly in every mode a second functional model per network over the
+        same Keras layers (layers.activation_model), so the compiled steps and the
+        training models stay as they are. Keras is NHWC and [N, steps, features]:
+        the outputs are canonical as they come.
         """
-        if state.activation_model is None:
-            state.activation_model = layers.activation_model(state.model, state.layer_names)
+        if not state.activation_models:
+            state.activation_models = [
+                layers.activation_model(net.model, names)
+                for net, names in zip(state.nets, state.layer_names, strict=True)
+            ]
+        out: dict[str, np.ndarray] = {}
         with tf.device(state.device):
-            outs = state.activation_model(
-                tf.convert_to_tensor(x, dtype=state.x_dtype), training=False
-            )
-        return {name: outs[name].numpy() for name in state.layer_names}
+            inputs = tf.convert_to_tensor(x, dtype=state.x_dtype)
+            for net, model, names in zip(
+                state.nets, state.activation_models, state.layer_names, strict=True
+            ):
+                outs = model(inputs, training=False)
+                out.update({name: outs[name].numpy() for name in names})
+                inputs = net.model(inputs, training=False)  # the next network's input
+        return out
 
     def get_weights(self, state: TFState) -> Weights:
-        return layers.get_weights(state.model)
+        return layers.canonical(state.bindings, [b.variable for b in state.bindings])
 
     def param_count(self, state: TFState) -> int:
-        return sum(int(np.prod(v.shape)) for v in state.model.trainable_variables)
+        return sum(
+            int(np.prod(v.shape)) for net in state.nets for v in net.model.trainable_variables
+        )
 
     def sync(self, state: TFState) -> None:
         tf.test.experimental.sync_devices()
 
     def stats(self, state: TFState) -> dict[str, Any]:
-        """Trace counts of the compiled steps (0 in eager mode, where nothing traces)."""
-        graph = state.mode != "eager"
+        """Threads and trace counts (see the comments for each).
+
+        TensorFlow reports no compile or graph-break counters to Python: XLA's
+        compilations (xla mode) are counted only inside its C++ runtime, and
+        ``tf.function`` has no graph breaks (AutoGraph converts the whole Python
+        function; what it cannot convert runs once, at trace time, or raises).
+        """
+        threads, threads_by = intra_op_threads()
         out: dict[str, Any] = {
-            "traces": state.traces["train_step"] if graph else 0,
-            "predict_traces": state.traces["predict"] if graph else 0,
+            # the intra-op pool, which runs the ops' kernels (Eigen, oneDNN) and XLA's
+            # CPU code; the runner sets inter-op to 1 when it sets threads
+            "threads": threads,
+            "threads_by": threads_by,
+            # times tf.function traced the train step (one per new input signature;
+            # tf.function's own counter); 0 in eager mode, which traces nothing
+            "traces": train.tracing_count(state.train_fn),
+            # predict traces once per input shape (a last, smaller batch: a second)
+            "predict_traces": train.tracing_count(state.predict_fn),
+            "loss_and_grads_traces": train.tracing_count(state.grad_fn),
         }
         if state.device == "/GPU:0":
             out["gpu_peak_bytes"] = tf.config.experimental.get_memory_info("GPU:0")["peak"]
         return out
+
+
+def _build_net(
+    model_spec: ModelSpec, shape: tuple[int, ...], recipe: RecipeSpec, opts: Options, name: str
+) -> tuple[train.Net, list[layers.Binding]]:
+    """One network (inside the build's tf.device), its optimizer, and its bindings."""
+    # XLA cannot compile cuDNN's fused GRU / LSTM kernels: Keras' own loop there
+    use_cudnn = False if opts.mode == "xla" else "auto"
+    model = layers.build_network(model_spec, shape, opts.dtype, recipe.seed, use_cudnn, name)
+    binds = layers.bindings(model)
+    variables = [b.variable for b in binds]
+    # the steps train the bound variables: one a binding missed would never move
+    if {id(v) for v in variables} != {id(v) for v in model.trainable_variables}:
+        raise AssertionError(f"{name}: layers.bindings misses trainable variables")
+    optimizer = train.make_optimizer(recipe.optimizer, opts.dtype)
+    # its slots exist before the first trace, so no variable is made inside one
+    optimizer.build(variables)
+    return train.Net(model, optimizer, variables, layers.penalized(binds)), binds
+
+
+def intra_op_threads() -> tuple[int, str]:
+    """TensorFlow's intra-op thread count, and how it was read.
+
+    ``tf.config.threading.get_intra_op_parallelism_threads()`` is 0 unless set; the
+    CPU device's pool (tensorflow/core/common_runtime/local_device.cc) then takes
+    ``TF_NUM_INTRAOP_THREADS``, else ``port::MaxParallelism()``: the CPUs this process
+    may run on (its affinity mask). Counted on a 2-CPU machine (threads that the
+    first op starts, /proc/self/task): 2 by default, 1 when set to 1, 3 with
+    TF_NUM_INTRAOP_THREADS=3; XLA's CPU pool (``tf_XLAEigen``) follows the same.
+    """
+    configured = tf.config.threading.get_intra_op_parallelism_threads()
+    if configured > 0:
+        return configured, "tf.config.threading.get_intra_op_parallelism_threads()"
+    env = os.environ.get("TF_NUM_INTRAOP_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env), "default (tf.config says 0): TF_NUM_INTRAOP_THREADS"
+    if hasattr(os, "sched_getaffinity"):  # Linux
+        return len(os.sched_getaffinity(0)), "default (tf.config says 0): CPUs in the affinity mask"
+    return os.cpu_count() or 1, "default (tf.config says 0): os.cpu_count()"

@@ -44,6 +44,7 @@ from harness.spec import (  # noqa: E402
     Flatten,
     Layer,
     MaxPool2D,
+    ModelSpec,
     Parallel,
     ReLU,
     Reshape,
@@ -52,7 +53,7 @@ from harness.spec import (  # noqa: E402
     Sigmoid,
     Softmax,
     Tanh,
-    TaskSpec,
+    is_weight,
 )
 
 Weights = dict[str, np.ndarray]
@@ -289,30 +290,37 @@ def _apply(layers: tuple[Layer, ...], x, mask, shape: Shape, opts: dict):
     return x, mask, shape
 
 
-def input_dtype(spec: TaskSpec, dtype: str) -> str:
-    """int32 token ids when the model starts with an embedding, ``dtype`` otherwise."""
-    return "int32" if spec.model.layers[0].type == "embedding" else dtype
+def input_dtype(model: ModelSpec, dtype: str) -> str:
+    """int32 token ids when the network starts with an embedding, ``dtype`` otherwise."""
+    return "int32" if model.layers[0].type == "embedding" else dtype
 
 
-def build_model(
-    spec: TaskSpec, input_shape: Shape, dtype: str = "float32", use_cudnn: bool | str = "auto"
+def build_network(
+    model: ModelSpec,
+    input_shape: Shape,
+    dtype: str = "float32",
+    seed: int = 0,
+    use_cudnn: bool | str = "auto",
+    name: str = "model",
 ) -> keras.Model:
-    """The spec's model as a Keras functional model, layers named as in the spec.
+    """One network of the spec as a Keras functional model, layers named as in the spec.
 
     Args:
-        spec: the task; its recipe seed seeds the dropout layers.
+        model: the network (a task's model, or a gan's generator or discriminator).
         input_shape: one sample's shape (NHWC, [features] or [steps]), without the batch axis.
         dtype: "float32" or "float64", for parameters and computation alike.
+        seed: the recipe's seed; it seeds the dropout layers.
         use_cudnn: Keras' GRU / LSTM argument: "auto" takes cuDNN's fused kernel on a
             GPU where it can; False keeps Keras' own step loop (XLA cannot compile cuDNN's).
+        name: the Keras model's name.
 
     Returns:
         A built ``keras.Model`` with Keras' default initializers.
     """
-    inputs = keras.Input(shape=tuple(input_shape), dtype=input_dtype(spec, dtype), name="x")
-    opts = {"dtype": dtype, "seed": spec.recipe.seed, "use_cudnn": use_cudnn}
-    outputs, _, _ = _apply(spec.model.layers, inputs, None, tuple(input_shape), opts)
-    return keras.Model(inputs, outputs, name=spec.name)
+    inputs = keras.Input(shape=tuple(input_shape), dtype=input_dtype(model, dtype), name="x")
+    opts = {"dtype": dtype, "seed": seed, "use_cudnn": use_cudnn}
+    outputs, _, _ = _apply(model.layers, inputs, None, tuple(input_shape), opts)
+    return keras.Model(inputs, outputs, name=name)
 
 
 # --------------------------------------------------------------------------- weights
@@ -393,13 +401,13 @@ def canonical(binds: list[Binding], values) -> Weights:
     return out
 
 
-def set_weights(model: keras.Model, weights: Weights) -> None:
-    """Load canonical weights into ``model`` exactly (cast to the model's dtype).
+def load(binds: list[Binding], weights: Weights) -> None:
+    """Load canonical weights into the variables of ``binds`` exactly (cast to each
+    variable's dtype).
 
     Raises:
-        ValueError: the names or shapes do not match the model's parameters.
+        ValueError: the names or shapes do not match the bindings' parameters.
     """
-    binds = bindings(model)
     expected = canonical(binds, [np.zeros(b.variable.shape) for b in binds])
     if set(expected) != set(weights):
         raise ValueError(
@@ -414,6 +422,25 @@ def set_weights(model: keras.Model, weights: Weights) -> None:
     for bind in binds:
         value = bind.from_canonical(*(np.asarray(weights[n]) for n in bind.names))
         bind.variable.assign(np.asarray(value, dtype=bind.variable.dtype))
+
+
+def set_weights(model: keras.Model, weights: Weights) -> None:
+    """Load canonical weights into ``model`` exactly; see load."""
+    load(bindings(model), weights)
+
+
+def penalized(binds: list[Binding]) -> list[keras.Variable]:
+    """The variables whose canonical parameters ``recipe.l1`` counts
+    (``harness.spec.is_weight``: kernels, recurrent kernels, embeddings; no bias).
+    A variable holds one kind only (a GRU's stacked bias holds two biases)."""
+    out = []
+    for bind in binds:
+        kinds = {is_weight(name) for name in bind.names}
+        if len(kinds) != 1:
+            raise AssertionError(f"{bind.names}: one variable holds weights and biases")
+        if kinds == {True}:
+            out.append(bind.variable)
+    return out
 
 
 def get_weights(model: keras.Model) -> Weights:

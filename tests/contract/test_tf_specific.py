@@ -5,7 +5,9 @@ the coupled weight decay, Adam's epsilon placement, no retracing in graph
 modes, Keras' layouts (flatten order and "same" average pooling), the
 per-layer activations of the equivalence check, and sequences: Keras' GRU gate
 order (z, r, h), its stacked (2, 3*units) bias, unrolled loops, padded rows,
-and the explicit masks (impls/tf/layers.py) in every mode.
+and the explicit masks (impls/tf/layers.py) in every mode; a gan's two updates
+in one step (against tests/harness/fake_backend.py), AdamW, label smoothing, l1,
+the exact clipping factor, and the counters of stats().
 """
 
 from __future__ import annotations
@@ -22,11 +24,20 @@ from harness.backend import Batch, Options  # noqa: E402
 from harness.data import sample_shape  # noqa: E402
 from harness.data.batching import random_batch  # noqa: E402
 from harness.init import canonical_weights  # noqa: E402
-from harness.spec import resolve_task, walk  # noqa: E402
-from impls.tf import layers  # noqa: E402
+from harness.spec import (
+    TASKS_DIR,
+    Optimizer,
+    load_spec,
+    resolve_task,
+    task_layers,
+    task_param_count,
+    walk,
+)  # noqa: E402
+from impls.tf import layers, train  # noqa: E402
 from impls.tf.backend import TFBackend  # noqa: E402
 from tests import reference  # noqa: E402
 from tests.conftest import tiny_spec  # noqa: E402
+from tests.harness.fake_backend import NumpyBackend  # noqa: E402
 
 
 def backend(mode="eager", dtype="float64"):
@@ -364,3 +375,176 @@ def test_adam_on_embedding_is_dense_with_repeated_tokens():
             ref[k] = ref[k] - lr * (m[k] / (1 - b1**t)) / (np.sqrt(v[k] / (1 - b2**t)) + eps)
     np.testing.assert_allclose(be.get_weights(state)["emb.embeddings"], ref["emb.embeddings"],
                                rtol=0, atol=1e-13)  # fmt: skip
+
+
+# --------------------------------------------------------------------------- gan
+
+
+def sgd_gan(**optimizer):
+    """The gan task with SGD + momentum (what tests/harness/fake_backend.py steps)."""
+    gan = load_spec(TASKS_DIR / "next" / "gan.toml")
+    opt = {"name": "sgd", "learning_rate": 0.05, "momentum": 0.9, **optimizer}
+    recipe = gan.recipe.model_copy(update={"optimizer": Optimizer(**opt)})
+    return gan.model_copy(update={"recipe": recipe})
+
+
+@pytest.mark.parametrize("mode", ["eager", "graph", "xla"])
+def test_float64_gan_steps_match_numpy_backend(mode):
+    # the discriminator's step, then the generator's through the *updated*
+    # discriminator with the same noise; two optimizers with their own momentum
+    spec = sgd_gan(weight_decay=0.01)
+    w = canonical_weights(spec, (2,), dtype="float64")
+    rng = np.random.default_rng(0)
+    batches = [Batch(rng.normal(size=(16, 2)), None, rng.normal(size=(16, 8))) for _ in range(3)]
+    be, ref = backend(mode), NumpyBackend()
+    state, ref_state = be.build(spec, (2,), w), ref.build(spec, (2,), w)
+    assert be.param_count(state) == task_param_count(spec, (2,))
+    loss, grads = be.loss_and_grads(state, batches[0])
+    ref_loss, ref_grads = ref.loss_and_grads(ref_state, batches[0])
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-12)
+    assert set(grads) == set(w)
+    for k, g in grads.items():
+        np.testing.assert_allclose(g, ref_grads[k], rtol=1e-9, atol=1e-15, err_msg=k)
+    for batch in batches:
+        state, losses = be.train_step(state, batch)
+        ref_state, ref_losses = ref.train_step(ref_state, batch)
+        np.testing.assert_allclose([float(v) for v in losses], ref_losses, rtol=1e-12)
+    for k, p in be.get_weights(state).items():
+        np.testing.assert_allclose(p, ref_state["params"][k], rtol=1e-9, atol=1e-15, err_msg=k)
+    z = batches[0].z
+    acts = be.activations(state, z)
+    assert list(acts) == [layer.name for layer, _, _ in task_layers(spec, (2,))]
+    np.testing.assert_allclose(acts["g_out"], be.predict(state, z), rtol=1e-12)
+    judged, _ = ref._forward(ref_state, ref.predict(ref_state, z), layers=ref_state["d_layers"])
+    np.testing.assert_allclose(acts["d_out"], judged, rtol=1e-9)  # D on G(z)
+    if mode != "eager":  # both updates in one tf.function, traced once
+        assert be.stats(state)["traces"] == 1
+
+
+# --------------------------------------------------------------------------- regularization
+
+
+def mlp_spec(loss="mse", outputs=2, **recipe):
+    """4 -> dense 3 -> tanh -> dense ``outputs``, with recipe fields (l1, clip_norm,
+    label_smoothing) and an optimizer dict under ``optimizer``."""
+    spec = tiny_spec(
+        [{"name": "h", "type": "dense", "units": 3}, {"type": "tanh"},
+         {"name": "o", "type": "dense", "units": outputs}],
+        loss=loss,
+    )  # fmt: skip
+    opt = Optimizer(**recipe.pop("optimizer", {"name": "sgd", "learning_rate": 0.1}))
+    return spec.model_copy(
+        update={"recipe": spec.recipe.model_copy(update={**recipe, "optimizer": opt})}
+    )
+
+
+def mlp_weights(seed=1, outputs=2):
+    rng = np.random.default_rng(seed)
+    return {
+        "h.kernel": rng.normal(size=(4, 3)), "h.bias": rng.normal(size=3),
+        "o.kernel": rng.normal(size=(3, outputs)), "o.bias": rng.normal(size=outputs),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", ["eager", "xla"])
+def test_float64_adamw_matches_torch_adamw_exactly(mode):
+    # torch.optim.AdamW: p *= 1 - lr*wd on every parameter (biases too), then the
+    # spec's Adam step (eps after the bias correction). wd = 0.3 is not a float32
+    # number: a float32 detour in Keras' tf.cast would show at ~1e-10 per step
+    lr, b1, b2, eps, wd = 0.1, 0.9, 0.999, 1e-3, 0.3
+    opt = {"name": "adamw", "learning_rate": lr, "epsilon": eps, "weight_decay": wd}
+    spec = mlp_spec(optimizer=opt)
+    w = mlp_weights()
+    batch = Batch(np.random.default_rng(2).normal(size=(8, 4)), np.ones((8, 2)))
+    be = backend(mode)
+    state, probe = be.build(spec, (4,), w), be.build(spec, (4,), w)
+    ref = {k: v.copy() for k, v in w.items()}
+    m, v = {k: 0.0 for k in w}, {k: 0.0 for k in w}
+    for t in range(1, 6):
+        state, _ = be.train_step(state, batch)
+        layers.set_weights(probe.model, ref)
+        _, grads = be.loss_and_grads(probe, batch)
+        for k in ref:
+            ref[k] = ref[k] * (1 - lr * wd)
+            m[k] = b1 * m[k] + (1 - b1) * grads[k]
+            v[k] = b2 * v[k] + (1 - b2) * grads[k] ** 2
+            ref[k] = ref[k] - lr / (1 - b1**t) * m[k] / (np.sqrt(v[k] / (1 - b2**t)) + eps)
+    for k, p in be.get_weights(state).items():
+        np.testing.assert_allclose(p, ref[k], rtol=0, atol=1e-13, err_msg=k)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("per_step", [False, True])
+def test_label_smoothing_is_the_formula(dtype, per_step):
+    # targets (1 - eps) * onehot + eps / C, per step too ([N, steps, C] logits)
+    eps, classes = 0.1, 5
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(6, 4, classes) if per_step else (6, classes)) * 3
+    y = rng.integers(0, classes, size=logits.shape[:-1])
+    loss = train.loss_fn("softmax_cross_entropy", dtype, label_smoothing=eps)
+    got = float(loss(y.astype(np.int32), logits.astype(dtype)))
+    shifted = logits - logits.max(-1, keepdims=True)
+    logp = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+    targets = (1 - eps) * np.eye(classes)[y] + eps / classes
+    want = -(targets * logp).sum(-1).mean()
+    np.testing.assert_allclose(got, want, rtol=1e-14 if dtype == "float64" else 1e-6)
+
+
+def test_l1_adds_sign_of_weights_not_biases():
+    l1 = 0.01
+    w = mlp_weights()
+    w["h.kernel"][0, 0] = 0.0  # d|w|/dw at 0 is 0
+    batch = Batch(np.random.default_rng(4).normal(size=(8, 4)), np.ones((8, 2)))
+    be = backend()
+    loss, grads = be.loss_and_grads(be.build(mlp_spec(l1=l1), (4,), w), batch)
+    plain_loss, plain = be.loss_and_grads(be.build(mlp_spec(), (4,), w), batch)
+    penalty = l1 * (np.abs(w["h.kernel"]).sum() + np.abs(w["o.kernel"]).sum())
+    np.testing.assert_allclose(loss, plain_loss + penalty, rtol=1e-14)
+    for k in w:
+        want = plain[k] + (l1 * np.sign(w[k]) if k.endswith("kernel") else 0.0)
+        np.testing.assert_allclose(grads[k], want, rtol=1e-14, atol=1e-17, err_msg=k)
+    assert grads["h.kernel"][0, 0] == plain["h.kernel"][0, 0]
+
+
+@pytest.mark.parametrize("clip_norm", [0.05, 49.0])
+def test_clipping_factor_is_exact_and_decay_comes_after(clip_norm):
+    # SGD without momentum: p' = p - lr * (g * min(1, c/||g||) + wd * p). 0.05
+    # clips (a clipped decay term would part at ~1e-2); 49 does not, and the step is
+    # then bit for bit the unclipped one (Keras' global_clipnorm would scale by
+    # 49 * (1/49) = 1 - 2**-53)
+    lr, wd = 0.1, 0.2
+    opt = {"name": "sgd", "learning_rate": lr, "weight_decay": wd}
+    spec = mlp_spec(clip_norm=clip_norm, optimizer=opt)
+    w = mlp_weights()
+    batch = Batch(np.random.default_rng(5).normal(size=(8, 4)), np.ones((8, 2)))
+    be = backend("graph")
+    state = be.build(spec, (4,), w)
+    _, grads = be.loss_and_grads(state, batch)
+    norm = np.sqrt(sum((g**2).sum() for g in grads.values()))
+    factor = min(1.0, clip_norm / norm)
+    assert (factor < 1) == (clip_norm < 1)
+    state, _ = be.train_step(state, batch)
+    for k, p in be.get_weights(state).items():
+        want = w[k] - lr * (grads[k] * factor + wd * w[k])
+        np.testing.assert_allclose(p, want, rtol=0, atol=1e-15 if factor < 1 else 0, err_msg=k)
+
+
+# --------------------------------------------------------------------------- counters
+
+
+@pytest.mark.parametrize("mode", ["eager", "graph"])
+def test_stats_count_traces_and_threads(mode):
+    spec = tiny_spec([{"name": "o", "type": "dense", "units": 1}])
+    be = backend(mode, "float32")
+    state = be.build(spec, (2,), None)
+    batch = Batch(np.ones((8, 2), np.float32), np.ones((8, 1), np.float32))
+    for _ in range(4):
+        state, loss = be.train_step(state, batch)
+        float(loss)
+    be.predict(state, batch.x)
+    stats = be.stats(state)
+    assert stats["traces"] == (1 if mode == "graph" else 0)
+    assert stats["predict_traces"] == (1 if mode == "graph" else 0)
+    assert stats["loss_and_grads_traces"] == 0
+    assert isinstance(stats["threads"], int) and stats["threads"] >= 1
+    assert stats["threads_by"]
