@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from harness.backend import Batch, Options, Weights
-from harness.spec import TaskSpec
+from harness.spec import Optimizer, TaskSpec, is_weight, networks
 from impls.torch import layers, train
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -33,15 +33,32 @@ def _set_threads(threads: int) -> None:
 
 @dataclass
 class TorchState:
-    """The model and optimizer (changed in place), and the step functions over them."""
+    """The networks and their optimizers (changed in place), and the step functions."""
 
-    model: layers.Net
-    optimizer: torch.optim.Optimizer
+    nets: dict[str, train.Network]  # by role: "model", or "generator" and "discriminator"
     loss: train.LossFn
+    l1: float
     target_dtype: torch.dtype  # int64 class ids for softmax cross-entropy
     step: train.Step
     predict: Any
     counters: dict[str, train.CompileCounter]  # graph mode: graphs compiled per function
+    dynamo_at_build: dict[str, int]  # Dynamo's process-wide counts when built
+
+    @property
+    def gan(self) -> bool:
+        return "generator" in self.nets
+
+    @property
+    def model(self) -> layers.Net:
+        """The network ``predict`` runs: the model, or a gan's generator."""
+        return self.nets["generator" if self.gan else "model"].model
+
+
+def _network(model: layers.Net, opt: Optimizer) -> train.Network:
+    # the trainable parameters only: RNN/LSTM's frozen bias_hh stays zero
+    params = [p for p in model.parameters() if p.requires_grad]
+    weights = [p for name, (p, _) in layers.bindings(model).items() if is_weight(name)]
+    return train.Network(model, params, weights, train.make_optimizer(opt, params))
 
 
 class TorchBackend:
@@ -87,18 +104,29 @@ class TorchBackend:
             # with only a logged warning
             torch.compiler.reset()
             counters = {"train_step": train.CompileCounter(), "predict": train.CompileCounter()}
-        model = layers.build_model(spec, input_shape, self.dtype, self.device)
+        r = spec.recipe
+        models = {
+            role: layers.build_net(model, shape, self.dtype, self.device)
+            for role, model, shape in networks(spec, input_shape)
+        }
         if weights is not None:
-            layers.set_weights(model, weights)
-        # the trainable parameters only: RNN/LSTM's frozen bias_hh stays zero
-        trainable = [p for p in model.parameters() if p.requires_grad]
-        optimizer = train.make_optimizer(spec.recipe.optimizer, trainable)
-        loss = train.loss_fn(spec.recipe.loss)
-        step = train.make_train_step(model, loss, optimizer, self.mode, counters.get("train_step"))
-        ids = spec.recipe.loss == "softmax_cross_entropy"
+            layers.set_weights(list(models.values()), weights)
+        nets = {role: _network(model, r.optimizer) for role, model in models.items()}
+        loss = train.loss_fn(r.loss, r.label_smoothing)
+        if r.kind == "gan":
+            g, d = nets["generator"], nets["discriminator"]
+            step = train.make_gan_train_step(g, d, r, self.mode, counters.get("train_step"))
+        else:
+            step = train.make_train_step(
+                nets["model"], loss, r, self.mode, counters.get("train_step")
+            )
+        ids = r.loss == "softmax_cross_entropy"
         target_dtype = torch.long if ids else self.dtype
-        predict = train.make_predict(model, self.mode, counters.get("predict"))
-        return TorchState(model, optimizer, loss, target_dtype, step, predict, counters)
+        first = next(iter(models.values()))  # the model, or the generator
+        predict = train.make_predict(first, self.mode, counters.get("predict"))
+        return TorchState(
+            nets, loss, r.l1, target_dtype, step, predict, counters, train.dynamo_counts()
+        )
 
     def _x(self, x: np.ndarray) -> torch.Tensor:
         if np.issubdtype(x.dtype, np.integer):  # token ids: int32, as nn.Embedding takes them
@@ -111,43 +139,95 @@ class TorchBackend:
     def _y(self, state: TorchState, y: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(y, dtype=state.target_dtype, device=self.device)
 
-    def train_step(self, state: TorchState, batch: Batch) -> tuple[TorchState, torch.Tensor]:
+    def train_step(self, state: TorchState, batch: Batch) -> tuple[TorchState, Any]:
+        if state.gan:  # (d_loss, g_loss)
+            return state, state.step(self._x(batch.x), self._x(batch.z))
         return state, state.step(self._x(batch.x), self._y(state, batch.y))
 
     def predict(self, state: TorchState, x: np.ndarray) -> np.ndarray:
-        return state.predict(self._x(x)).cpu().numpy()
+        # a generator of images makes NCHW ones: NHWC, like every canonical array
+        return layers.activation_to_canonical(state.predict(self._x(x)))
 
     def loss_and_grads(self, state: TorchState, batch: Batch) -> tuple[float, Weights]:
-        bound = layers.bindings(state.model)  # trainable only: no frozen biases
+        if state.gan:
+            return self._gan_loss_and_grads(state, batch)
+        net = state.nets["model"]
+        bound = layers.bindings(net.model)  # trainable only: no frozen biases
         params = [p for p, _ in bound.values()]
         x, y = self._x(batch.x), self._y(state, batch.y)
-        loss, grads = train.loss_and_grads(state.model, state.loss, x, y, params)
+        loss, grads = train.loss_and_grads(net, state.loss, state.l1, x, y, params)
+        return float(loss), _canonical_grads(bound, grads)
+
+    def _gan_loss_and_grads(self, state: TorchState, batch: Batch) -> tuple[float, Weights]:
+        g, d = state.nets["generator"], state.nets["discriminator"]
+        g_bound, d_bound = layers.bindings(g.model), layers.bindings(d.model)
+        loss, d_grads, g_grads = train.gan_loss_and_grads(
+            g, d, state.l1, self._x(batch.x), self._x(batch.z),
+            [p for p, _ in g_bound.values()], [p for p, _ in d_bound.values()],
+        )  # fmt: skip
         return float(loss), {
-            name: layers.to_canonical(g, layout)
-            for (name, (_, layout)), g in zip(bound.items(), grads, strict=True)
+            **_canonical_grads(d_bound, d_grads),
+            **_canonical_grads(g_bound, g_grads),
         }
 
     def activations(self, state: TorchState, x: np.ndarray) -> dict[str, np.ndarray]:
-        """Every spec layer's output, NHWC / [N, F] / [N, steps, F], in eval mode. Eager
-        in every mode: it walks the modules itself, so the compiled train step and
-        predict are untouched."""
-        if state.model.training:  # dropout off; train_step switches back to train mode
-            state.model.eval()
+        """Every spec layer's output, NHWC / [N, F] / [N, steps, F], in eval mode; a
+        gan's generator layers on noise ``x``, then its discriminator's on the samples.
+        Eager in every mode: it walks the modules itself, so the compiled train step
+        and predict are untouched."""
+        nets = [net.model for net in state.nets.values()]  # generator before discriminator
+        for model in nets:
+            if model.training:  # dropout off; train_step switches back to train mode
+                model.eval()
+        outputs: dict[str, torch.Tensor] = {}
         with torch.inference_mode():
-            outputs = layers.layer_outputs(state.model, self._x(x))
+            h = self._x(x)
+            for model in nets:  # each network on the last one's output, in torch's layout
+                seen = layers.layer_outputs(model, h)
+                h = next(reversed(seen.values()))
+                outputs.update(seen)
             return {name: layers.activation_to_canonical(t) for name, t in outputs.items()}
 
     def get_weights(self, state: TorchState) -> Weights:
-        return layers.get_weights(state.model)
+        return layers.get_weights([net.model for net in state.nets.values()])
 
     def param_count(self, state: TorchState) -> int:
-        return sum(p.numel() for p in state.model.parameters() if p.requires_grad)
+        return sum(p.numel() for net in state.nets.values() for p in net.params)
 
     def sync(self, state: TorchState) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
     def stats(self, state: TorchState) -> dict[str, Any]:
-        """Graphs torch.compile built for the train step and predict (0 in eager mode)."""
+        """Threads, and what torch.compile did since build (0 in eager mode).
+
+        - ``threads``: torch's intra-op thread pool (``torch.get_num_threads()``);
+          ``interop_threads``: its inter-op pool (the backend sets 1 when asked for
+          a thread count);
+        - ``traces``: graphs the train step's compiled functions handed to Inductor
+          (Dynamo traces a function once per graph): 1 for a model, 3 for a gan
+          (generator forward, and each network's objective), more after a graph
+          break or a retrace; ``predict_traces`` the same for predict;
+        - ``compiles``, ``recompiles``, ``graph_breaks``, ``graphs``: Dynamo's own
+          counters (see ``train.dynamo_counts``), over every compiled function of the
+          process since build: the train step's and predict's.
+        """
         counts = {name: c.count for name, c in state.counters.items()}
-        return {"traces": counts.get("train_step", 0), "predict_traces": counts.get("predict", 0)}
+        now = train.dynamo_counts()
+        # clamped: a later build's torch.compiler.reset() clears the per-frame counts
+        dynamo = {k: max(0, now[k] - state.dynamo_at_build[k]) for k in now}
+        return {
+            "threads": torch.get_num_threads(),
+            "interop_threads": torch.get_num_interop_threads(),
+            "traces": counts.get("train_step", 0),
+            "predict_traces": counts.get("predict", 0),
+            **dynamo,
+        }
+
+
+def _canonical_grads(bound: dict[str, layers.Binding], grads) -> Weights:
+    """Gradients in the order of ``bound``'s parameters, as canonical arrays."""
+    return {
+        name: layers.to_canonical(g, layout)
+        for (name, (_, layout)), g in zip(bound.items(), grads, strict=True)
+    }

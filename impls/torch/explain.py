@@ -6,6 +6,7 @@ returning plain JSON values, so the three can be read side by side.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -13,9 +14,10 @@ from torch import nn
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from harness.backend import Batch, Options
-from harness.explain import clip_lines, example_batch, op_table
-from harness.spec import Shape, TaskSpec, masked_inputs, param_count, walk
-from impls.torch import layers
+from harness.data.batching import random_batch
+from harness.explain import EXAMPLE_BATCH, clip_lines, op_table
+from harness.spec import Shape, TaskSpec, masked_inputs, networks, task_layers, task_param_count
+from impls.torch import layers, train
 from impls.torch.backend import TorchBackend, TorchState
 
 _BLOCKS = (layers.Residual, layers.Parallel)
@@ -82,9 +84,9 @@ def _modules_by_name(model: nn.Module) -> dict[str, nn.Module]:
     }
 
 
-def _autograd_nodes(fn: Any) -> list[str]:
-    """Every node of the backward graph below ``fn``, once each, by class name."""
-    seen, stack, names = set(), [fn], []
+def _autograd_nodes(*roots: Any) -> list[str]:
+    """Every node of the backward graphs below ``roots``, once each, by class name."""
+    seen, stack, names = set(), list(roots), []
     while stack:
         node = stack.pop()
         if node is None or id(node) in seen:
@@ -95,35 +97,69 @@ def _autograd_nodes(fn: Any) -> list[str]:
     return names
 
 
+Objectives = Callable[..., list[tuple[torch.Tensor, list[torch.nn.Parameter]]]]
+
+
+def _objectives(backend: TorchBackend, state: TorchState, batch: Batch) -> tuple[Objectives, tuple]:
+    """What one training step differentiates, as ``fn(*inputs) -> [(objective, the
+    parameters it updates)]`` (the step's own functions from ``train``, l1 included),
+    and the inputs: one pair for a model, two for a gan (the discriminator's, then
+    the generator's through the same discriminator: the update between them is eager)."""
+    for net in state.nets.values():
+        net.model.train()
+    if state.gan:
+        g, d = state.nets["generator"], state.nets["discriminator"]
+        generate, d_objective, g_objective = train.gan_objectives(g, d, state.l1)
+
+        def gan(x: torch.Tensor, z: torch.Tensor):
+            fake = generate(z)
+            return [(d_objective(x, fake.detach()), d.params), (g_objective(fake), g.params)]
+
+        return gan, (backend._x(batch.x), backend._x(batch.z))
+    net = state.nets["model"]
+    objective = train.objective(net, state.loss, state.l1)
+
+    def model(x: torch.Tensor, y: torch.Tensor):
+        return [(objective(x, y), net.params)]
+
+    return model, (backend._x(batch.x), backend._y(state, batch.y))
+
+
 def _graphs(backend: TorchBackend, state: TorchState, batch: Batch) -> list[dict[str, Any]]:
-    x, y = backend._x(batch.x), backend._y(state, batch.y)
-    state.model.train()
-    loss = state.loss(state.model(x), y)
+    objectives, inputs = _objectives(backend, state, batch)
+    losses = [loss for loss, _ in objectives(*inputs)]
     autograd = op_table(
         "autograd graph (loss.grad_fn, walked by next_functions)",
-        _autograd_nodes(loss.grad_fn),
-        "recorded as the forward runs; optimizer.step() runs eagerly outside it",
+        _autograd_nodes(*(loss.grad_fn for loss in losses)),
+        "recorded as the forward runs; optimizer.step() runs eagerly outside it"
+        + ("; both networks' objectives" if state.gan else ""),
     )
-    # trainable only: autograd.grad refuses RNN/LSTM's frozen bias_hh
-    params = [p for p in state.model.parameters() if p.requires_grad]
 
-    def forward_backward(x: torch.Tensor, y: torch.Tensor):
-        return torch.autograd.grad(state.loss(state.model(x), y), params)
+    # trainable parameters only (the networks' params): autograd.grad refuses
+    # RNN/LSTM's frozen bias_hh
+    def forward_backward(*inputs: torch.Tensor):
+        return tuple(
+            grad
+            for loss, params in objectives(*inputs)
+            for grad in torch.autograd.grad(loss, params)
+        )
 
     # make_fx: the aten-level graph of forward + loss + backward, what AOTAutograd
     # hands Inductor in graph mode (Dynamo's own capture is slower and adds guards).
     # Packing a padded batch reads the lengths' values (the packed batch sizes):
     # allowed here, so they are burnt into this one step's graph
-    fx = make_fx(forward_backward, _error_on_data_dependent_ops=False)(x, y)
+    fx = make_fx(forward_backward, _error_on_data_dependent_ops=False)(*inputs)
     targets = [
         str(n.target).removeprefix("aten.")
         for n in fx.graph.nodes
         if n.op == "call_function" and "getitem" not in str(n.target)
     ]
+    gan = "; a gan's two objectives at the same weights (in graph mode: three graphs)"
     traced = op_table(
         "FX graph of forward + loss + backward (make_fx, aten ops)",
         targets,
-        "tuple getitem nodes not counted; the optimizer step is not in it",
+        "tuple getitem nodes not counted; the optimizer step is not in it"
+        + (gan if state.gan else ""),
     )
     return [autograd, traced]
 
@@ -132,33 +168,42 @@ def explain(spec: TaskSpec, input_shape: Shape) -> dict[str, Any]:
     """The spec's model as PyTorch builds it, shows it and traces one training step.
 
     Args:
-        spec: the task.
+        spec: the task (a gan's: both networks, generator first).
         input_shape: one sample's shape, NHWC or [features].
 
     Returns:
         ``layout``; ``display`` (``print(model)``, clipped) and ``display_by``;
         ``param_count`` (torch's count), ``param_count_by``, ``spec_param_count``;
-        ``layers``: one ``{"name", "framework"}`` per spec layer in ``walk`` order;
-        ``graphs``: op tables (``harness.explain.op_table``) of one training step.
+        ``layers``: one ``{"name", "framework"}`` per spec layer in ``task_layers``
+        order; ``graphs``: op tables (``harness.explain.op_table``) of one training step.
     """
+    shape = tuple(input_shape)
     backend = TorchBackend()
     backend.configure(Options(mode="eager"))
-    state = backend.build(spec, tuple(input_shape), None)
-    modules = _modules_by_name(state.model)
-    masked = masked_inputs(spec.model)
+    state = backend.build(spec, shape, None)
+    modules: dict[str, nn.Module] = {}
+    masked: dict[str, bool] = {}
+    for (_, model_spec, _), net in zip(networks(spec, shape), state.nets.values(), strict=True):
+        modules |= _modules_by_name(net.model)
+        masked |= masked_inputs(model_spec)
     rows = []
-    for layer, _, _ in walk(spec.model.layers, tuple(input_shape)):
+    for layer, _, _ in task_layers(spec, shape):
         module = modules[layer.name]
         line = sequence_line(module, masked[layer.name]) or one_line(module)
         rows.append({"name": layer.name, "framework": line})
-    batch = Batch(*example_batch(spec, tuple(input_shape)))
+    if state.gan:  # one print per network, under its role
+        display = "\n".join(f"{role} = {net.model}" for role, net in state.nets.items())
+    else:
+        display = str(state.model)
+    # random_batch, not example_batch: a gan's noise is the batch's z
+    batch = random_batch(spec, shape, EXAMPLE_BATCH)
     return {
         "layout": "NCHW",
-        "display": clip_lines(str(state.model)),
+        "display": clip_lines(display),
         "display_by": "print(model)",
         "param_count": int(backend.param_count(state)),
         "param_count_by": "sum(p.numel() for p in model.parameters() if p.requires_grad)",
-        "spec_param_count": param_count(spec.model, tuple(input_shape)),
+        "spec_param_count": task_param_count(spec, shape),
         "layers": rows,
         "graphs": _graphs(backend, state, batch),
     }

@@ -464,19 +464,29 @@ def _sequence(layers, shape: S.Shape, registry: dict, factory: dict) -> Chain:
 def build_model(
     spec: S.TaskSpec, input_shape: S.Shape, dtype: torch.dtype, device: torch.device | None = None
 ) -> Net:
-    """The spec's model with torch's default initializers, in ``dtype`` on ``device``
-    (RNN and LSTM ``bias_hh`` zeroed and frozen, see ``Recurrent``).
+    """The spec's model (``spec.model``; a gan's generator) as ``build_net`` builds it."""
+    return build_net(spec.model, input_shape, dtype, device)
+
+
+def build_net(
+    model: S.ModelSpec,
+    input_shape: S.Shape,
+    dtype: torch.dtype,
+    device: torch.device | None = None,
+) -> Net:
+    """One network of a task with torch's default initializers, in ``dtype`` on
+    ``device`` (RNN and LSTM ``bias_hh`` zeroed and frozen, see ``Recurrent``).
 
     Args:
-        spec: the task; only ``spec.model`` is used.
+        model: the network's layers (``spec.model``, or a gan's ``spec.discriminator``).
         input_shape: one sample's shape, NHWC, [features] or [steps] token ids
-            (the model itself takes NCHW images).
+            (the network itself takes NCHW images).
         dtype: parameter and compute dtype.
         device: where the parameters live (CPU when None).
     """
     registry: dict[str, nn.Module] = {}
     factory = {"dtype": dtype, "device": device}
-    body = _sequence(spec.model.layers, tuple(input_shape), registry, factory)
+    body = _sequence(model.layers, tuple(input_shape), registry, factory)
     return Net(body, registry)
 
 
@@ -561,9 +571,18 @@ def from_canonical(array: np.ndarray, layout: Layout) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array))
 
 
-def set_weights(model: Net, weights: Weights) -> None:
-    """Load canonical weights exactly; names and shapes must match the model's."""
-    params = bindings(model)
+def task_bindings(nets: Net | list[Net]) -> dict[str, Binding]:
+    """``bindings`` of one network, or of all a task trains (a gan's generator and
+    discriminator: the spec keeps their layer names distinct)."""
+    out: dict[str, Binding] = {}
+    for net in [nets] if isinstance(nets, Net) else nets:
+        out.update(bindings(net))
+    return out
+
+
+def set_weights(nets: Net | list[Net], weights: Weights) -> None:
+    """Load canonical weights exactly; names and shapes must match the networks'."""
+    params = task_bindings(nets)
     if set(weights) != set(params):
         missing, extra = sorted(set(params) - set(weights)), sorted(set(weights) - set(params))
         raise KeyError(f"weights do not match the model: missing {missing}, unexpected {extra}")
@@ -582,6 +601,6 @@ def set_weights(model: Net, weights: Weights) -> None:
             param.copy_(value)
 
 
-def get_weights(model: Net) -> Weights:
-    """Current parameters, canonical names and layouts, in the model's dtype."""
-    return {name: to_canonical(p, layout) for name, (p, layout) in bindings(model).items()}
+def get_weights(nets: Net | list[Net]) -> Weights:
+    """Current parameters, canonical names and layouts, in the networks' dtype."""
+    return {name: to_canonical(p, layout) for name, (p, layout) in task_bindings(nets).items()}

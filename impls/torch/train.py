@@ -5,28 +5,51 @@ model's forward together with the loss, and leave ``loss.backward()`` and
 ``optimizer.step()`` eager. AOTAutograd traces the backward of the compiled
 forward ahead of time, so backward runs Inductor code too. The optimizer stays
 eager, as in the torch.compile tutorials (compiling ``optimizer.step()`` is a
-separate, CUDA-oriented recipe).
+separate, CUDA-oriented recipe). Gradient clipping sits between the two, eager too.
+
+A gan trains two networks, each with its own optimizer: three compiled functions
+(the generator's forward, the discriminator's objective, the generator's
+objective through the discriminator), so that the generator's objective runs
+after the discriminator's update and the samples are made once per step.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.spec import Optimizer
+from harness.spec import Optimizer, RecipeSpec
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Step = Callable[[torch.Tensor, torch.Tensor], Any]  # -> loss, or a gan's (d_loss, g_loss)
 
 
-def softmax_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+@dataclass
+class Network:
+    """One network a task trains, with what its objective and its step need."""
+
+    model: nn.Module
+    params: list[nn.Parameter]  # trainable (not RNN/LSTM's frozen bias_hh): the optimizer's
+    weights: list[nn.Parameter]  # those recipe.l1 counts (harness.spec.is_weight)
+    optimizer: torch.optim.Optimizer
+
+
+def softmax_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0
+) -> torch.Tensor:
     """``F.cross_entropy`` over int64 class ids; per-step logits ``[N, steps, C]``
     (labels ``[N, steps]``) count every step as a sample. Flattened to ``[-1, C]``
-    because F.cross_entropy wants the classes on dim 1 (``[N, C, steps]``)."""
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+    because F.cross_entropy wants the classes on dim 1 (``[N, C, steps]``).
+    ``label_smoothing`` eps: torch's targets are ``(1 - eps) * onehot + eps / C``,
+    the spec's (tested against the formula)."""
+    flat = logits.reshape(-1, logits.shape[-1])
+    return F.cross_entropy(flat, labels.reshape(-1), label_smoothing=label_smoothing)
 
 
 # all take logits and average over the batch (torch's default reduction="mean")
@@ -37,26 +60,77 @@ _LOSSES: dict[str, LossFn] = {
 }
 
 
-def loss_fn(name: str) -> LossFn:
-    """The spec's loss as a torch function ``(logits, targets) -> scalar``."""
+def loss_fn(name: str, label_smoothing: float = 0.0) -> LossFn:
+    """The spec's loss as a torch function ``(logits, targets) -> scalar``; the spec
+    allows ``label_smoothing`` with softmax cross-entropy only."""
+    if label_smoothing:
+        return functools.partial(softmax_cross_entropy, label_smoothing=label_smoothing)
     return _LOSSES[name]
 
 
 def make_optimizer(opt: Optimizer, params) -> torch.optim.Optimizer:
-    """torch.optim's optimizer for the spec; its ``weight_decay`` is the coupled L2
-    the spec means (added to the gradient), and its SGD momentum is the spec's
-    ``v = m*v + g; p -= lr*v``."""
+    """torch.optim's optimizer for the spec. SGD's and Adam's ``weight_decay`` is the
+    coupled L2 the spec means (added to the gradient), AdamW's the decoupled
+    ``p -= lr * weight_decay * p`` (before the Adam update, on the old ``p``, as the
+    spec, Keras and Optax do); SGD momentum is the spec's ``v = m*v + g; p -= lr*v``;
+    Adam divides by ``sqrt(v_hat) + eps``, the spec's epsilon."""
     if opt.name == "sgd":
         return torch.optim.SGD(
             params, lr=opt.learning_rate, momentum=opt.momentum, weight_decay=opt.weight_decay
         )
-    return torch.optim.Adam(
+    # AdamW's weight_decay defaults to 0.01, not 0: always pass the spec's
+    adam = torch.optim.AdamW if opt.name == "adamw" else torch.optim.Adam
+    return adam(
         params,
         lr=opt.learning_rate,
         betas=(opt.beta1, opt.beta2),
         eps=opt.epsilon,
         weight_decay=opt.weight_decay,
     )
+
+
+def l1_norm(weights: list[nn.Parameter]) -> torch.Tensor:
+    """``sum |w|`` over ``weights``; torch's abs has gradient sign(w), 0 at 0."""
+    return sum(w.abs().sum() for w in weights)
+
+
+def with_l1(objective: Callable, l1: float, weights: list[nn.Parameter]) -> Callable:
+    """``objective(...) + l1 * sum |w|``; the objective itself when l1 is 0, so a
+    recipe without it traces the same graph as before."""
+    if not l1:
+        return objective
+
+    @functools.wraps(objective)
+    def penalized(*args: torch.Tensor) -> torch.Tensor:
+        return objective(*args) + l1 * l1_norm(weights)
+
+    return penalized
+
+
+def clip_by_global_norm_(params: list[nn.Parameter], max_norm: float) -> None:
+    """Scale every gradient by ``min(1, max_norm / ||g||)``, ``||g||`` the L2 norm of
+    all of them together, in place. The exact factor: ``clip_grad_norm_`` divides by
+    ``||g|| + 1e-6``, 1e-6 relative off in float64, beyond the check's 1e-9. A zero
+    norm gives ``max_norm / 0 = inf``, clamped to 1; the factor stays a tensor, so
+    nothing waits for the device."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    norm = torch.sqrt(sum(g.square().sum() for g in grads))
+    factor = (max_norm / norm).clamp(max=1.0)
+    for g in grads:
+        g.mul_(factor)
+
+
+def apply_gradients(net: Network, value: torch.Tensor, clip_norm: float | None) -> None:
+    """One optimizer step of ``net`` down the gradient of ``value``, clipped if asked.
+    ``backward(inputs=...)`` fills only this network's ``.grad``: the generator's
+    objective runs through the discriminator, whose weights it must not touch."""
+    net.optimizer.zero_grad(set_to_none=True)
+    value.backward(inputs=net.params)
+    if clip_norm is not None:
+        clip_by_global_norm_(net.params, clip_norm)
+    net.optimizer.step()  # coupled weight decay is added here, after clipping
 
 
 class CompileCounter:
@@ -83,36 +157,104 @@ def compile_for_mode(fn: Callable, mode: str, counter: CompileCounter | None = N
     return torch.compile(fn, backend=counter or "inductor")
 
 
-def make_train_step(
-    model: nn.Module,
-    loss: LossFn,
-    optimizer: torch.optim.Optimizer,
-    mode: str,
-    counter: CompileCounter | None = None,
-) -> Step:
-    """``step(x, y) -> loss``: one optimizer step, returning the loss before it.
-
-    Args:
-        model: takes NCHW / [N, F] tensors.
-        loss: from ``loss_fn``.
-        optimizer: over ``model``'s parameters.
-        mode: "eager", or "graph" to compile forward + loss with torch.compile.
-        counter: the compile backend in graph mode (counts the traces).
-    """
+def objective(net: Network, loss: LossFn, l1: float) -> Callable:
+    """``(x, y) -> loss(model(x), y) + l1 * sum |w|``: what the step minimizes."""
+    model = net.model
 
     def forward_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return loss(model(x), y)
 
-    forward_loss = compile_for_mode(forward_loss, mode, counter)
+    return with_l1(forward_loss, l1, net.weights)
+
+
+def make_train_step(
+    net: Network,
+    loss: LossFn,
+    recipe: RecipeSpec,
+    mode: str,
+    counter: CompileCounter | None = None,
+) -> Step:
+    """``step(x, y) -> loss``: one optimizer step, returning the objective before it.
+
+    Args:
+        net: the model (takes NCHW / [N, F] tensors) and its optimizer.
+        loss: from ``loss_fn``.
+        recipe: its ``l1`` and ``clip_norm``.
+        mode: "eager", or "graph" to compile forward + loss with torch.compile.
+        counter: the compile backend in graph mode (counts the traces).
+    """
+    model = net.model
+    forward_loss = compile_for_mode(objective(net, loss, recipe.l1), mode, counter)
 
     def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if not model.training:  # predict() leaves it in eval mode; dropout must be on here
             model.train()
-        optimizer.zero_grad(set_to_none=True)
         value = forward_loss(x, y)
-        value.backward()
-        optimizer.step()
+        apply_gradients(net, value, recipe.clip_norm)
         return value.detach()
+
+    return step
+
+
+def _bce(logits: torch.Tensor, label: float) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, label))
+
+
+def gan_objectives(g: Network, d: Network, l1: float) -> tuple[Callable, Callable, Callable]:
+    """A gan's three functions, each network's l1 term in its own objective:
+
+    - ``generate(z)``: the generator's samples;
+    - ``d_objective(x, fake)``: ``mean BCE(D(x), 1) + mean BCE(D(fake), 0)``, fed
+      detached samples, so it reaches the discriminator only;
+    - ``g_objective(fake)``: ``mean BCE(D(fake), 1)`` (non-saturating), with D as it
+      is when called: after its update in the step.
+    """
+    generator, discriminator = g.model, d.model
+
+    def generate(z: torch.Tensor) -> torch.Tensor:
+        return generator(z)
+
+    def d_objective(x: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        return _bce(discriminator(x), 1.0) + _bce(discriminator(fake), 0.0)
+
+    def g_objective(fake: torch.Tensor) -> torch.Tensor:
+        return _bce(discriminator(fake), 1.0)
+
+    return generate, with_l1(d_objective, l1, d.weights), with_l1(g_objective, l1, g.weights)
+
+
+def make_gan_train_step(
+    g: Network,
+    d: Network,
+    recipe: RecipeSpec,
+    mode: str,
+    counter: CompileCounter | None = None,
+) -> Step:
+    """``step(x, z) -> (d_loss, g_loss)``: the discriminator's step on real ``x`` and
+    the samples of noise ``z``, then the generator's against the updated
+    discriminator, on the same samples (made once, so a generator with dropout
+    gives both steps the same ones). Each loss is taken before its own update.
+
+    In graph mode the three functions of ``gan_objectives`` are compiled apart (one
+    graph each, all counted by ``counter``): one compiled function cannot hold
+    both, because the generator's objective must see the discriminator's update,
+    which runs eagerly between them.
+    """
+    generate, d_objective, g_objective = (
+        compile_for_mode(fn, mode, counter) for fn in gan_objectives(g, d, recipe.l1)
+    )
+
+    def step(x: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        for net in (g, d):
+            if not net.model.training:
+                net.model.train()
+        fake = generate(z)
+        d_loss = d_objective(x, fake.detach())
+        apply_gradients(d, d_loss, recipe.clip_norm)
+        # the discriminator's parameters changed in place: this forward sees the new ones
+        g_loss = g_objective(fake)
+        apply_gradients(g, g_loss, recipe.clip_norm)
+        return d_loss.detach(), g_loss.detach()
 
     return step
 
@@ -137,11 +279,53 @@ def make_predict(
 
 
 def loss_and_grads(
-    model: nn.Module, loss: LossFn, x: torch.Tensor, y: torch.Tensor, params: list[nn.Parameter]
+    net: Network, loss: LossFn, l1: float, x: torch.Tensor, y: torch.Tensor, params: list
 ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-    """Loss and its gradients w.r.t. ``params`` in eval mode; ``torch.autograd.grad``
-    returns them without touching the parameters' ``.grad``, so the state is unchanged.
-    Eager in every mode: a check of the numbers, never timed."""
-    model.eval()
-    value = loss(model(x), y)
+    """The objective (l1 included) and its gradients w.r.t. ``params`` in eval mode;
+    ``torch.autograd.grad`` returns them without touching the parameters' ``.grad``,
+    so the state is unchanged. Eager in every mode: a check of the numbers, never timed."""
+    net.model.eval()
+    value = objective(net, loss, l1)(x, y)
     return value.detach(), torch.autograd.grad(value, params)
+
+
+def gan_loss_and_grads(
+    g: Network, d: Network, l1: float, x: torch.Tensor, z: torch.Tensor, g_params, d_params
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+    """At the current weights, in eval mode: the discriminator's objective, its
+    gradients w.r.t. ``d_params``, and the generator objective's w.r.t. ``g_params``
+    (through the same, not updated, discriminator)."""
+    g.model.eval()
+    d.model.eval()
+    generate, d_objective, g_objective = gan_objectives(g, d, l1)
+    fake = generate(z)
+    d_loss = d_objective(x, fake.detach())
+    d_grads = torch.autograd.grad(d_loss, d_params)
+    g_grads = torch.autograd.grad(g_objective(fake), g_params)
+    return d_loss.detach(), d_grads, g_grads
+
+
+# --------------------------------------------------------------------------- counters
+
+
+def dynamo_counts() -> dict[str, int]:
+    """Dynamo's process-wide counts so far (the backend reports them since build):
+
+    - ``compiles``: frames Dynamo compiled (``counters["frames"]["ok"]``): a
+      function's first compile, its recompiles, and the frame resumed after each
+      graph break;
+    - ``recompiles``: compiles of a frame compiled before (its guards failed: a new
+      shape, dtype, grad mode or module state), from Dynamo's per-frame compile
+      counter (``FRAME_COMPILE_COUNTER``; internal, so 0 if a torch lacks it);
+    - ``graph_breaks``: the breaks Dynamo met while compiling
+      (``counters["graph_break"]``, one count per break per compile);
+    - ``graphs``: FX graphs it handed to a compile backend (``unique_graphs``).
+    """
+    counters = torch._dynamo.utils.counters
+    per_frame = getattr(torch._dynamo.convert_frame, "FRAME_COMPILE_COUNTER", {})
+    return {
+        "compiles": counters["frames"]["ok"],
+        "recompiles": sum(n - 1 for n in per_frame.values() if n > 1),
+        "graph_breaks": sum(counters["graph_break"].values()),
+        "graphs": counters["stats"]["unique_graphs"],
+    }

@@ -4,7 +4,9 @@ Torch is NCHW with OIHW / [out, in] weights, its ``padding=`` is symmetric, and
 its average pooling excludes padding only for that symmetric padding. So the
 layouts, the NHWC flatten order and the XLA ``same`` rule (odd pixel after) are
 checked here against a plain-numpy forward pass; and torch.compile must trace
-the train step once, with dropout on in training and off in predict.
+the train step once, with dropout on in training and off in predict. A gan's two
+steps are checked against the numpy backend in float64, and each regularization
+switch (AdamW, l1, label smoothing, exact clipping) against its formula.
 """
 
 from __future__ import annotations
@@ -22,19 +24,24 @@ from harness.data import sample_shape  # noqa: E402
 from harness.data.batching import random_batch  # noqa: E402
 from harness.init import canonical_weights  # noqa: E402
 from harness.spec import (  # noqa: E402
+    TASKS_DIR,
     Optimizer,
     builtin_tasks,
+    is_weight,
     load_spec,
     masked_inputs,
     param_count,
     param_shapes,
     parse_spec,
+    task_layers,
+    task_param_count,
     walk,
 )
-from impls.torch import explain, layers  # noqa: E402
+from impls.torch import explain, layers, train  # noqa: E402
 from impls.torch.backend import TorchBackend  # noqa: E402
 from tests import reference  # noqa: E402
 from tests.conftest import tiny_spec  # noqa: E402
+from tests.harness.fake_backend import NumpyBackend  # noqa: E402
 
 # float64: rounding only; float32: oneDNN sums in another order than numpy
 TOLERANCE = {"float64": (1e-10, 1e-12), "float32": (1e-5, 1e-5)}
@@ -175,7 +182,8 @@ def test_activations_in_graph_mode_leave_the_compiled_step_alone():
     acts = be.activations(state, batch.x)  # eval mode, eager, no hooks
     assert acts["fc"].dtype == np.float32
     be.train_step(state, batch)  # back in train mode: the same graph, no retrace
-    assert be.stats(state) == {"traces": 1, "predict_traces": 0}
+    stats = be.stats(state)
+    assert (stats["traces"], stats["predict_traces"], stats["recompiles"]) == (1, 0, 0)
     assert not state.model.body.fc._forward_hooks and not state.model.body.fc._forward_pre_hooks
     np.testing.assert_allclose(
         be.activations(state, batch.x)["fc"], be.predict(state, batch.x), rtol=1e-5, atol=1e-5
@@ -222,7 +230,17 @@ def test_graph_mode_traces_once():
     for i in range(6):
         be.train_step(state, batches[i % 3])
         be.predict(state, batches[0].x[:5])  # eval in between must not retrace the step
-    assert be.stats(state)["traces"] == 1
+    stats = be.stats(state)
+    assert stats["traces"] == 1 and stats["predict_traces"] == 1
+    # Dynamo's own counters agree: two frames (the step's forward + loss, predict),
+    # compiled once each, whole
+    assert (stats["compiles"], stats["recompiles"], stats["graph_breaks"]) == (2, 0, 0)
+    assert stats["graphs"] == 2 and stats["threads"] == torch.get_num_threads()
+    eager = backend(dtype="float32")
+    state = eager.build(spec, (2,), None)
+    eager.train_step(state, batches[0])
+    counts = eager.stats(state)
+    assert all(counts[k] == 0 for k in ("traces", "compiles", "recompiles", "graph_breaks"))
 
 
 def test_configure_repeats_and_refuses_a_missing_gpu():
@@ -427,3 +445,226 @@ def test_explain_names_torch_s_sequence_modules():
         "torch.nn.GRU(32, 64, batch_first=True, bidirectional=True) on pack_padded_sequence"
     )
     assert explain.sequence_line(modules["fc"], False) is None
+
+
+# ---------------------------------------------------------------- gan
+
+GAN = load_spec(TASKS_DIR / "next" / "gan.toml")  # in next/ until every backend trains gans
+
+
+def gan_spec(**recipe):
+    """The gan task with recipe changes (SGD with momentum: the numpy backend's)."""
+    optimizer = Optimizer(name="sgd", learning_rate=0.05, momentum=0.9, weight_decay=0.01)
+    update = {"optimizer": optimizer, **recipe}
+    return GAN.model_copy(update={"recipe": GAN.recipe.model_copy(update=update)})
+
+
+def gan_batch(n=16, seed=0, dtype="float64"):
+    rng = np.random.default_rng(seed)
+    return Batch(rng.normal(size=(n, 2)).astype(dtype), None, rng.normal(size=(n, 8)).astype(dtype))
+
+
+def test_gan_steps_match_the_numpy_backend():
+    """Two gan steps in float64: each network's own SGD, the generator's step
+    against the updated discriminator; both losses, the gradients at the start,
+    activations of both networks and the samples, as tests/harness/fake_backend."""
+    spec, shape = gan_spec(), (2,)
+    w = canonical_weights(spec, shape, "float64")
+    be, ref = backend(), NumpyBackend()
+    ref.configure(Options())
+    state, ref_state = be.build(spec, shape, w), ref.build(spec, shape, w)
+    assert be.param_count(state) == task_param_count(spec, shape)
+    batch = gan_batch()
+    loss, grads = be.loss_and_grads(state, batch)
+    ref_loss, ref_grads = ref.loss_and_grads(ref_state, batch)
+    assert loss == pytest.approx(ref_loss, rel=1e-12) and set(grads) == set(w)
+    for name in w:
+        np.testing.assert_allclose(grads[name], ref_grads[name], rtol=1e-9, atol=1e-14)
+    acts = be.activations(state, batch.z)
+    assert list(acts) == [layer.name for layer, _, _ in task_layers(spec, shape)]
+    for name, value in ref.activations(ref_state, batch.z).items():
+        np.testing.assert_allclose(acts[name], value, rtol=1e-10, atol=1e-14, err_msg=name)
+    for seed in (0, 1):
+        batch = gan_batch(seed=seed)
+        _, losses = be.train_step(state, batch)
+        _, ref_losses = ref.train_step(ref_state, batch)
+        np.testing.assert_allclose([float(v) for v in losses], ref_losses, rtol=1e-12)
+        got, want = be.get_weights(state), ref.get_weights(ref_state)
+        for name in w:
+            np.testing.assert_allclose(got[name], want[name], rtol=1e-9, atol=1e-14)
+    np.testing.assert_allclose(
+        be.predict(state, batch.z), ref.predict(ref_state, batch.z), rtol=1e-10
+    )
+
+
+def test_gan_clips_and_penalizes_each_network_on_its_own():
+    """l1 and clipping per network, plain SGD: the discriminator moves by its own
+    clipped gradient at the start, the generator by its clipped gradient against
+    the *updated* discriminator (read off loss_and_grads of a state built from the
+    new discriminator and the old generator)."""
+    opt = Optimizer(name="sgd", learning_rate=0.1)
+    spec, shape = gan_spec(optimizer=opt, l1=0.01, clip_norm=0.05), (2,)
+    w = canonical_weights(spec, shape, "float64")
+    be, batch = backend(), gan_batch()
+    state = be.build(spec, shape, w)
+    _, at_start = be.loss_and_grads(state, batch)
+    be.train_step(state, batch)
+    new = be.get_weights(state)
+    discriminator = {n for n in w if n.startswith("d")}
+    mixed = {n: (new if n in discriminator else w)[n] for n in w}
+    _, against_new = be.loss_and_grads(be.build(spec, shape, mixed), batch)
+    for names, g in ((discriminator, at_start), (set(w) - discriminator, against_new)):
+        norm = np.sqrt(sum(np.sum(g[n] ** 2) for n in names))
+        assert norm > 0.05  # clipping is on
+        for n in names:
+            want = w[n] - 0.1 * g[n] * (0.05 / norm)
+            np.testing.assert_allclose(new[n], want, rtol=1e-12, atol=1e-15, err_msg=n)
+
+
+def test_gan_graph_mode_compiles_three_functions_once():
+    """Graph mode: the generator's forward and each network's objective, compiled
+    once each (no retrace over steps, no graph break), the same numbers as eager."""
+    spec, shape = gan_spec(), (2,)
+    w = canonical_weights(spec, shape)
+    results = []
+    for mode in ("eager", "graph"):
+        be = backend(mode=mode, dtype="float32")
+        state = be.build(spec, shape, w)
+        for seed in range(4):
+            _, losses = be.train_step(state, gan_batch(seed=seed, dtype="float32"))
+        results.append((be.get_weights(state), [float(v) for v in losses]))
+    stats = be.stats(state)
+    assert (stats["traces"], stats["compiles"], stats["recompiles"]) == (3, 3, 0)
+    assert stats["graph_breaks"] == 0
+    (eager, eager_losses), (graph, graph_losses) = results
+    np.testing.assert_allclose(graph_losses, eager_losses, rtol=1e-5)
+    for name in w:
+        np.testing.assert_allclose(graph[name], eager[name], rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+# ---------------------------------------------------------------- regularization
+
+DENSE = [
+    {"name": "h", "type": "dense", "units": 5}, {"type": "tanh"},
+    {"name": "out", "type": "dense", "units": 3},
+]  # fmt: skip
+
+
+def dense_spec(optimizer=None, **recipe):
+    spec = tiny_spec(DENSE, "softmax_cross_entropy", [4])
+    update = {"optimizer": optimizer, **recipe} if optimizer else recipe
+    return spec.model_copy(update={"recipe": spec.recipe.model_copy(update=update)})
+
+
+def dense_batch(seed=0):
+    rng = np.random.default_rng(seed)
+    return Batch(rng.normal(size=(6, 4)), rng.integers(0, 3, 6).astype(np.int32))
+
+
+def test_adamw_matches_a_numpy_adamw():
+    """Three AdamW steps: decoupled decay ``p -= lr*wd*p`` on every parameter (biases
+    too), beside Adam's ``lr * m_hat / (sqrt(v_hat) + eps)``."""
+    lr, b1, b2, eps, wd = 0.01, 0.8, 0.95, 1e-3, 0.5
+    opt = Optimizer(name="adamw", learning_rate=lr, beta1=b1, beta2=b2, epsilon=eps,
+                    weight_decay=wd)  # fmt: skip
+    spec = dense_spec(opt)
+    w = canonical_weights(spec, (4,), "float64")
+    be = backend()
+    state = be.build(spec, (4,), w)
+    p = {k: v.copy() for k, v in w.items()}
+    m = {k: np.zeros_like(v) for k, v in w.items()}
+    v = {k: np.zeros_like(x) for k, x in w.items()}
+    for t in (1, 2, 3):
+        batch = dense_batch(t)
+        _, grads = be.loss_and_grads(state, batch)  # no dropout: the step's gradients
+        be.train_step(state, batch)
+        for k, g in grads.items():
+            m[k] = b1 * m[k] + (1 - b1) * g
+            v[k] = b2 * v[k] + (1 - b2) * g**2
+            m_hat, v_hat = m[k] / (1 - b1**t), v[k] / (1 - b2**t)
+            p[k] = p[k] - lr * wd * p[k] - lr * m_hat / (np.sqrt(v_hat) + eps)
+        got = be.get_weights(state)
+        for k in p:
+            np.testing.assert_allclose(got[k], p[k], rtol=1e-10, atol=1e-14, err_msg=f"{t} {k}")
+
+
+def _log_softmax(z):
+    z = z - z.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+def test_label_smoothing_is_the_formula():
+    """Targets ``(1 - eps) * onehot + eps / C``: the backend's loss, and the torch
+    loss on per-step logits ``[N, steps, C]`` (every step a sample)."""
+    eps = 0.2
+    spec = dense_spec(label_smoothing=eps)
+    w = canonical_weights(spec, (4,), "float64")
+    be, batch = backend(), dense_batch()
+    state = be.build(spec, (4,), w)
+    logits = be.predict(state, batch.x)
+    targets = (1 - eps) * np.eye(3)[batch.y] + eps / 3
+    want = -np.mean(np.sum(targets * _log_softmax(logits), -1))
+    assert be.loss_and_grads(state, batch)[0] == pytest.approx(want, rel=1e-12)
+    rng = np.random.default_rng(1)
+    per_step, labels = rng.normal(size=(3, 5, 4)), rng.integers(0, 4, (3, 5))
+    got = train.loss_fn("softmax_cross_entropy", eps)(
+        torch.as_tensor(per_step), torch.as_tensor(labels)
+    )
+    targets = (1 - eps) * np.eye(4)[labels] + eps / 4
+    want = -np.mean(np.sum(targets * _log_softmax(per_step), -1))
+    assert got.item() == pytest.approx(want, rel=1e-12)
+
+
+def test_l1_term_and_its_gradient():
+    """loss + l1 * sum |w| over kernels only; d|w|/dw is sign(w), 0 at w = 0."""
+    l1 = 0.03
+    plain, penalized = dense_spec(), dense_spec(l1=l1)
+    w = canonical_weights(plain, (4,), "float64")
+    w["h.kernel"][0, 0] = 0.0
+    be, batch = backend(), dense_batch()
+    loss0, g0 = be.loss_and_grads(be.build(plain, (4,), w), batch)
+    loss1, g1 = be.loss_and_grads(be.build(penalized, (4,), w), batch)
+    weights = [k for k in w if is_weight(k)]
+    assert weights == ["h.kernel", "out.kernel"]
+    assert loss1 == pytest.approx(loss0 + l1 * sum(np.abs(w[k]).sum() for k in weights), 1e-12)
+    for k in w:
+        want = g0[k] + (l1 * np.sign(w[k]) if k in weights else 0.0)
+        np.testing.assert_allclose(g1[k], want, rtol=1e-12, atol=1e-15, err_msg=k)
+    assert g1["h.kernel"][0, 0] == g0["h.kernel"][0, 0]
+
+
+@pytest.mark.parametrize("clip_norm", [1e-3, 1e3])
+def test_clipping_uses_the_exact_factor_after_l1_and_before_weight_decay(clip_norm):
+    """One SGD step: ``p -= lr * (g * min(1, c / ||g||) + wd * p)``, ``g`` the
+    objective's gradient (l1 in it), ``||g||`` over every parameter. The factor is
+    exact to 1e-12: torch's clip_grad_norm_ (``c / (||g|| + 1e-6)``) is not."""
+    lr, wd = 0.1, 0.2
+    spec = dense_spec(Optimizer(name="sgd", learning_rate=lr, weight_decay=wd),
+                      l1=0.01, clip_norm=clip_norm)  # fmt: skip
+    w = canonical_weights(spec, (4,), "float64")
+    be, batch = backend(), dense_batch()
+    state = be.build(spec, (4,), w)
+    _, grads = be.loss_and_grads(state, batch)
+    be.train_step(state, batch)
+    norm = np.sqrt(sum(np.sum(g**2) for g in grads.values()))
+    factor = min(1.0, clip_norm / norm)
+    assert (factor < 1) == (clip_norm < 1)
+    got = be.get_weights(state)
+    for k in w:
+        want = w[k] - lr * (grads[k] * factor + wd * w[k])
+        np.testing.assert_allclose(got[k], want, rtol=1e-12, atol=1e-15, err_msg=k)
+    # what torch's own clipping would have done: 1e-6 / ||g|| off, relative
+    torch_factor = clip_norm / (norm + 1e-6)
+    assert clip_norm > 1 or abs(torch_factor / factor - 1) > 1e-9
+
+
+def test_explain_shows_both_networks_of_a_gan():
+    result = explain.explain(GAN, (2,))
+    assert [row["name"] for row in result["layers"]] == [
+        layer.name for layer, _, _ in task_layers(GAN, (2,))
+    ]
+    assert result["param_count"] == result["spec_param_count"] == task_param_count(GAN, (2,))
+    assert result["display"][0] == "generator = Net("
+    # both objectives' backward: three BCE losses (real, fake, the generator's)
+    ops = dict(result["graphs"][0]["ops"])
+    assert ops["BinaryCrossEntropyWithLogitsBackward0"] == 3
