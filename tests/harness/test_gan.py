@@ -14,17 +14,16 @@ from harness.init import canonical_weights
 from harness.metrics import energy_distance, gan_metrics, reached
 from harness.recipes import GanRecipe
 from harness.spec import (
-    TASKS_DIR,
     SpecError,
     check_model,
-    load_spec,
     parse_spec,
+    resolve_task,
     task_param_count,
 )
 from tests.harness.fake_backend import NumpyBackend
 from tests.harness.test_runner import cell, run_one
 
-GAN = load_spec(TASKS_DIR / "next" / "gan.toml")  # until the backends train gans
+GAN = resolve_task("gan")
 
 
 def gan_dict(**changes):
