@@ -77,3 +77,15 @@ def test_rows_are_json(tmp_path, monkeypatch):
     bench.run_bench(["scaling"], ["torch"], ["eager"], tmp_path)
     rows = [json.loads(x) for x in (tmp_path / "bench.jsonl").read_text().splitlines()]
     assert [r["batch"] for r in rows] == list(bench.SCALING_BATCHES)
+
+
+def test_keras_fit_is_compared_with_the_harness_graph_step(monkeypatch, tmp_path):
+    seen = []
+    monkeypatch.setattr(bench, "harness_cell", lambda m, out, matmul_n=0: {
+        "status": "ok", "step_median_s": 0.002})  # fmt: skip
+    monkeypatch.setattr(bench, "minimal_loop", lambda m, out: seen.append(m.mode) or {
+        "step_median_s": 0.004})  # fmt: skip
+    rows = bench.run_bench(["overhead"], ["tf"], ["graph"], tmp_path)
+    assert seen == ["graph", "fit"] * 2
+    fit = [r for r in rows if r["minimal_mode"] == "fit"]
+    assert len(fit) == 2 and fit[0]["mode"] == "graph" and fit[0]["ratio"] == pytest.approx(0.5)
