@@ -51,7 +51,7 @@ def test_a_failed_measurement_keeps_its_reason(monkeypatch, tmp_path):
 def test_markdown_has_every_table_and_the_scaling_figure(tmp_path):
     rows = [
         {"benchmark": "overhead", "task": "mlp", "batch": 128, "framework": "torch",
-         "mode": "eager", "threads": 0, "harness_ms": 1.1, "minimal_ms": 1.0, "ratio": 1.1},
+         "mode": "eager", "threads": 0, "minimal_mode": "eager", "harness_ms": 1.1, "minimal_ms": 1.0, "ratio": 1.1},
         {"benchmark": "roofline", "task": "mlp", "batch": 256, "framework": "torch",
          "mode": "graph", "threads": 0, "step_ms": 9.0, "achieved_gflops": 98.0,
          "matmul_gflops": 196.0, "fraction": 0.5},
