@@ -592,6 +592,16 @@ class Tolerance(_Frozen):
 
     float32: float = Field(default=1e-5, gt=0.0, lt=1.0)
     why: str = "float32 sums in a different order in each framework"
+    # the parameters after optimizer steps, where they need more than the forward pass,
+    # loss and gradients (None: the same as float32), and why
+    float32_steps: float | None = Field(default=None, gt=0.0, lt=1.0)
+    steps_why: str = ""
+
+    @model_validator(mode="after")
+    def _steps_explained(self) -> Tolerance:
+        if self.float32_steps is not None and not self.steps_why:
+            raise SpecError("tolerance.float32_steps needs a steps_why saying why that much")
+        return self
 
 
 def _prefix_unnamed(layers: list, prefix: str) -> list:

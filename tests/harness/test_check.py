@@ -81,3 +81,23 @@ def test_run_check_in_processes_writes_records(tmp_path):
     assert by_pair[("fake/eager", "broken/eager")]["forward"]["first_layer"] == "hidden"
     assert by_pair[("fake/eager", "fake/graph")]["status"] == "pass"
     assert (tmp_path / "equivalence.jsonl").read_text().count("\n") == len(records)
+
+
+def test_a_steps_tolerance_loosens_the_steps_only():
+    spec = resolve_task("xor")
+    a, b = numpy_trace(NumpyBackend), numpy_trace(NumpyBackend)
+    b["step2/out.kernel"] = b["step2/out.kernel"] * (1 + 1e-6)
+    assert compare(spec, (2,), a, b, 1e-9, steps_rtol=1e-5)["status"] == "pass"
+    b["grad/out.kernel"] = b["grad/out.kernel"] * (1 + 1e-6)  # gradients keep the tight one
+    assert compare(spec, (2,), a, b, 1e-9, steps_rtol=1e-5)["status"] == "fail"
+
+
+def test_a_steps_tolerance_needs_its_reason():
+    import pytest
+
+    from harness.spec import SpecError, parse_spec
+
+    d = resolve_task("xor").model_dump(mode="json", exclude_none=True)
+    d["tolerance"]["float32_steps"] = 1e-4
+    with pytest.raises(SpecError, match="steps_why"):
+        parse_spec(d, "xor.toml")
