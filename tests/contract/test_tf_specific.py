@@ -382,7 +382,7 @@ def test_adam_on_embedding_is_dense_with_repeated_tokens():
 
 def sgd_gan(**optimizer):
     """The gan task with SGD + momentum (what tests/harness/fake_backend.py steps)."""
-    gan = load_spec(TASKS_DIR / "next" / "gan.toml")
+    gan = load_spec(TASKS_DIR / "gan.toml")
     opt = {"name": "sgd", "learning_rate": 0.05, "momentum": 0.9, **optimizer}
     recipe = gan.recipe.model_copy(update={"optimizer": Optimizer(**opt)})
     return gan.model_copy(update={"recipe": recipe})
@@ -548,3 +548,54 @@ def test_stats_count_traces_and_threads(mode):
     assert stats["loss_and_grads_traces"] == 0
     assert isinstance(stats["threads"], int) and stats["threads"] >= 1
     assert stats["threads_by"]
+
+
+# --------------------------------------------------------------------------- minimal loop
+
+
+def test_minimal_loop_runs_as_bench_worker(tmp_path):
+    # the worker protocol end to end: its own process, the record from stdin's config
+    from harness.bench import Measure, minimal_loop
+
+    record = minimal_loop(Measure("mlp", 16, "tf", "graph", threads=1), tmp_path, steps=8)
+    assert record.get("step_median_s", 0) > 0, record
+    assert record["steps"] == 8
+
+
+@pytest.mark.parametrize(
+    ("model", "mode"), [("mlp", "eager"), ("lenet", "eager"), ("lenet", "graph"), ("mlp", "fit")]
+)
+def test_minimal_loop_steps_every_model_and_mode(model, mode):
+    from impls.tf import minimal
+
+    record = minimal.run({"model": model, "batch": 16, "steps": 8, "mode": mode})
+    assert record["step_median_s"] > 0 and record["steps"] == 8
+    assert record["steady_steps"] == 2  # 8 steps: the first, 5 warm-up, 2 timed
+
+
+@pytest.mark.parametrize("mode", ["eager", "graph"])
+def test_matmul_flops_is_positive_and_finite(mode):
+    flops = backend(mode, "float32").matmul_flops(64)
+    assert 0 < flops < float("inf")
+
+
+# --------------------------------------------------------------------------- lessons
+
+
+def test_shapes_lesson_counts_traces():
+    from impls.tf import lessons
+
+    values = lessons.shapes()
+    # batch 32 traced already; 17, 24 and 40 are new; a None batch axis traces once
+    assert (values["traces_fixed"], values["traces_varying"], values["traces_remedy"]) == (1, 3, 1)
+    assert values["seconds_varying"] > 0 and values["seconds_remedy"] > 0
+
+
+def test_control_flow_lesson_is_converted_to_cond():
+    from impls.tf import lessons
+
+    values = lessons.control_flow()
+    assert "tf.cond" in values["outcome"] and values["error"] == "-"
+    assert values["positive"] == [2.0, 4.0, 6.0]
+    assert values["negative"] == values["remedy_negative"] == [-2.0, -3.0, -4.0]
+    assert values["breaks"] == "0 breaks; 1 trace"
