@@ -17,8 +17,9 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from harness.backend import Options  # noqa: E402
-from harness.explain import clip_lines, example_batch, op_table  # noqa: E402
-from harness.spec import Shape, TaskSpec, param_count, walk  # noqa: E402
+from harness.data.batching import random_batch  # noqa: E402
+from harness.explain import EXAMPLE_BATCH, clip_lines, op_table  # noqa: E402
+from harness.spec import Shape, TaskSpec, task_layers, task_param_count  # noqa: E402
 from impls.tf.backend import TFBackend, TFState  # noqa: E402
 
 _UNSHOWN = {"name", "dtype", "trainable"}  # the same for every layer of a run
@@ -84,23 +85,27 @@ def mapping(model: keras.Model, name: str) -> str:
     return text
 
 
-def _summary(model: keras.Model) -> list[str]:
+def _summary(model: keras.Model) -> str:
     lines: list[str] = []
     # Keras 3 passes whole blocks of text, and a line_break keyword, to print_fn
     model.summary(line_length=80, print_fn=lambda text, line_break=False: lines.append(text))
-    return clip_lines("\n".join(lines))
+    return "\n".join(lines)
 
 
-def _graphs(state: TFState, x, y) -> list[dict[str, Any]]:
+def _graphs(state: TFState, x, second) -> list[dict[str, Any]]:
     """The ops of the train step's graph, as graph mode's tf.function traces it, and
     (when there are any) those of the function bodies it calls: a recurrent layer's
-    ``tf.while_loop`` keeps its step, and the step's gradient, in such bodies."""
+    ``tf.while_loop`` keeps its step, and the step's gradient, in such bodies.
+    ``second`` is the step's second input: the targets, or a gan's noise."""
     concrete = state.train_fn.get_concrete_function(
-        tf.TensorSpec(x.shape, state.x_dtype), tf.TensorSpec(y.shape, tf.as_dtype(y.dtype))
+        tf.TensorSpec(x.shape, state.x_dtype),
+        tf.TensorSpec(second.shape, tf.as_dtype(second.dtype)),
     )
     ops = [op.type for op in concrete.graph.get_operations()]
     library = concrete.graph.as_graph_def().library.function
     note = "forward, GradientTape gradients and the optimizer update in one graph"
+    if state.gan:
+        note = "both networks' forward, gradients and updates (D's, then G's) in one graph"
     if library:
         note += f"; the {len(library)} function bodies it calls are counted below"
     tables = [
@@ -123,31 +128,39 @@ def explain(spec: TaskSpec, input_shape: Shape) -> dict[str, Any]:
     """The spec's model as Keras builds it, shows it, and TensorFlow traces one step.
 
     Args:
-        spec: the task.
+        spec: the task (a gan's: both networks, generator first).
         input_shape: one sample's shape, NHWC or [features].
 
     Returns:
         ``layout``; ``display`` (``model.summary()``, clipped) and ``display_by``;
         ``param_count`` (Keras' count), ``param_count_by``, ``spec_param_count``;
-        ``layers``: one ``{"name", "framework"}`` per spec layer in ``walk`` order;
-        ``graphs``: op tables (``harness.explain.op_table``) of one training step.
+        ``layers``: one ``{"name", "framework"}`` per spec layer in ``task_layers``
+        order; ``graphs``: op tables (``harness.explain.op_table``) of one training step.
     """
+    shape = tuple(input_shape)
     backend = TFBackend()
     # graph mode: its train step is the tf.function whose graph is counted
     backend.configure(Options(mode="graph"))
-    state = backend.build(spec, tuple(input_shape), None)
+    state = backend.build(spec, shape, None)
+    owner = {name: net.model for net, names in zip(state.nets, state.layer_names, strict=True)
+             for name in names}  # fmt: skip
     rows = [
-        {"name": layer.name, "framework": mapping(state.model, layer.name)}
-        for layer, _, _ in walk(spec.model.layers, tuple(input_shape))
+        {"name": layer.name, "framework": mapping(owner[layer.name], layer.name)}
+        for layer, _, _ in task_layers(spec, shape)
     ]
-    x, y = example_batch(spec, tuple(input_shape))
+    # random_batch: a gan's batch is real samples and the generator's noise
+    batch = random_batch(spec, shape, EXAMPLE_BATCH)
+    summaries = [_summary(net.model) for net in state.nets]
+    if state.gan:  # one summary per network, under its role
+        summaries = [f"{role}:\n{text}" for role, text in zip(("generator", "discriminator"),
+                                                               summaries, strict=True)]  # fmt: skip
     return {
         "layout": "NHWC",
-        "display": _summary(state.model),
+        "display": clip_lines("\n".join(summaries)),
         "display_by": "model.summary(print_fn=...)",
-        "param_count": int(state.model.count_params()),
+        "param_count": sum(int(net.model.count_params()) for net in state.nets),
         "param_count_by": "model.count_params()",
-        "spec_param_count": param_count(spec.model, tuple(input_shape)),
+        "spec_param_count": task_param_count(spec, shape),
         "layers": rows,
-        "graphs": _graphs(state, x, y),
+        "graphs": _graphs(state, batch.x, batch.z if state.gan else batch.y),
     }

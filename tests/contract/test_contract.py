@@ -15,7 +15,7 @@ from harness import data
 from harness.backend import BACKENDS, Options, load_backend
 from harness.data.batching import random_batch
 from harness.init import canonical_weights
-from harness.spec import RECURRENT, builtin_tasks, load_spec, output_shape, param_count, walk
+from harness.spec import RECURRENT, builtin_tasks, load_spec, output_shape, task_param_count, walk
 from tests import reference
 from tests.conftest import backend_params
 
@@ -64,21 +64,26 @@ def test_backend_contract(framework, mode, task):
     backend = make(framework, mode)
     state = backend.build(spec, shape, weights)
 
-    assert backend.param_count(state) == param_count(spec.model, shape)
+    assert backend.param_count(state) == task_param_count(spec, shape)
     got = backend.get_weights(state)
     assert set(got) == set(weights)
     for name, w in weights.items():
         np.testing.assert_array_equal(got[name], w, err_msg=name)
 
     batch = fixed_batch(spec, shape)
-    out = backend.predict(state, batch.x)
-    assert out.shape == (len(batch.x), *output_shape(spec.model, shape))
+    gan = spec.recipe.kind == "gan"
+    # a gan predicts with its generator, from noise, samples of the data's shape
+    out = backend.predict(state, batch.z if gan else batch.x)
+    want = shape if gan else output_shape(spec.model, shape)
+    assert out.shape == (len(batch.x), *want)
     assert np.all(np.isfinite(out))
 
     losses = []
     for _ in range(8):
         state, loss = backend.train_step(state, batch)
-        losses.append(float(loss))
+        # a gan's step returns (discriminator loss, generator loss): the two networks
+        # pull against each other, so only the discriminator's must fall on a fixed batch
+        losses.append(float(loss[0] if gan else loss))
     backend.sync(state)
     assert all(math.isfinite(v) for v in losses)
     assert losses[-1] < losses[0], f"loss did not fall on a fixed batch: {losses}"

@@ -579,6 +579,22 @@ def test_matmul_flops_is_positive_and_finite(mode):
     assert 0 < flops < float("inf")
 
 
+def test_explain_shows_both_networks_of_a_gan():
+    from harness.spec import TASKS_DIR, load_spec, task_layers, task_param_count
+    from impls.tf import explain
+
+    gan = load_spec(TASKS_DIR / "gan.toml")
+    result = explain.explain(gan, (2,))
+    assert [row["name"] for row in result["layers"]] == [
+        layer.name for layer, _, _ in task_layers(gan, (2,))
+    ]
+    assert result["param_count"] == result["spec_param_count"] == task_param_count(gan, (2,))
+    assert result["display"][0] == "generator:"
+    assert any(line == "discriminator:" for line in result["display"])
+    # one graph for both updates: three sigmoid cross-entropies (real, fake, the generator's)
+    assert dict(result["graphs"][0]["ops"])["Log1p"] == 3
+
+
 # --------------------------------------------------------------------------- lessons
 
 
