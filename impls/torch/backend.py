@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -194,6 +195,25 @@ class TorchBackend:
     def param_count(self, state: TorchState) -> int:
         return sum(p.numel() for net in state.nets.values() for p in net.params)
 
+    def matmul_flops(self, n: int, repeats: int = 10) -> float:
+        """``2 n^3 / seconds`` of an ``n x n`` float32 ``a @ b`` on the cell's device:
+        ``torch.compile``d in graph mode (Inductor hands a lone matmul to the same
+        BLAS/oneDNN kernel as eager), two warm-up calls, then the median of
+        ``repeats`` synced calls."""
+        gen = torch.Generator().manual_seed(0)
+        a, b = (torch.randn(n, n, generator=gen).to(self.device) for _ in range(2))
+        # a Python function: Dynamo traces Python frames, torch.matmul itself has none
+        matmul = torch.compile(_matmul) if self.mode == "graph" else _matmul
+        seconds = []
+        for i in range(2 + repeats):
+            t0 = time.perf_counter()
+            matmul(a, b)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            if i >= 2:
+                seconds.append(time.perf_counter() - t0)
+        return 2 * n**3 / float(np.median(seconds))
+
     def sync(self, state: TorchState) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -210,12 +230,18 @@ class TorchBackend:
           break or a retrace; ``predict_traces`` the same for predict;
         - ``compiles``, ``recompiles``, ``graph_breaks``, ``graphs``: Dynamo's own
           counters (see ``train.dynamo_counts``), over every compiled function of the
-          process since build: the train step's and predict's.
+          process since build: the train step's and predict's; ``graph_breaks`` is
+          at least the graphs of those two that ended at a break (Dynamo's counter
+          misses a data-dependent branch's break; the compile backend sees it).
         """
         counts = {name: c.count for name, c in state.counters.items()}
         now = train.dynamo_counts()
         # clamped: a later build's torch.compiler.reset() clears the per-frame counts
         dynamo = {k: max(0, now[k] - state.dynamo_at_build[k]) for k in now}
+        # each count is a lower bound: Dynamo's misses data-dependent branches, the
+        # backend's misses a break with no operation before it (no graph to compile)
+        seen = sum(c.breaks for c in state.counters.values())
+        dynamo["graph_breaks"] = max(dynamo["graph_breaks"], seen)
         return {
             "threads": torch.get_num_threads(),
             "interop_threads": torch.get_num_interop_threads(),
@@ -223,6 +249,10 @@ class TorchBackend:
             "predict_traces": counts.get("predict", 0),
             **dynamo,
         }
+
+
+def _matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return a @ b
 
 
 def _canonical_grads(bound: dict[str, layers.Binding], grads) -> Weights:

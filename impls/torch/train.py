@@ -136,14 +136,20 @@ def apply_gradients(net: Network, value: torch.Tensor, clip_norm: float | None) 
 class CompileCounter:
     """A torch.compile backend that counts the graphs Dynamo hands it, then
     compiles them with Inductor (the documented way to compose backends).
-    Its count is the number of traces: it must stay put after the first step."""
+    Its count is the number of traces: it must stay put after the first step.
+    ``breaks`` counts the graphs Dynamo ended at a graph break (each graph's
+    ``compile_subgraph_reason``): Dynamo's ``counters["graph_break"]`` misses the
+    break of a data-dependent branch (``if x.sum() > 0``), logged but not counted."""
 
     def __init__(self) -> None:
         self.count = 0
+        self.breaks = 0
         self._inductor = torch._dynamo.lookup_backend("inductor")
 
     def __call__(self, gm: torch.fx.GraphModule, example_inputs: list[torch.Tensor]):
         self.count += 1
+        reason = getattr(gm, "compile_subgraph_reason", None)
+        self.breaks += bool(reason is not None and reason.graph_break)
         return self._inductor(gm, example_inputs)
 
 
@@ -317,8 +323,9 @@ def dynamo_counts() -> dict[str, int]:
     - ``recompiles``: compiles of a frame compiled before (its guards failed: a new
       shape, dtype, grad mode or module state), from Dynamo's per-frame compile
       counter (``FRAME_COMPILE_COUNTER``; internal, so 0 if a torch lacks it);
-    - ``graph_breaks``: the breaks Dynamo met while compiling
-      (``counters["graph_break"]``, one count per break per compile);
+    - ``graph_breaks``: the breaks Dynamo counted while compiling
+      (``counters["graph_break"]``, one count per break per compile; not the break
+      of a data-dependent branch, which ``CompileCounter.breaks`` counts);
     - ``graphs``: FX graphs it handed to a compile backend (``unique_graphs``).
     """
     counters = torch._dynamo.utils.counters

@@ -8,7 +8,9 @@ SGD rule with coupled decay; the state is pure; jax.jit traces once;
 A gan's two steps match the numpy reference; jit compiles the step once (Adam's
 step count must be committed to the device); AdamW decays apart from the
 gradient; label smoothing, exact clipping, and l1 with a zero gradient at 0
-(``jax.grad(jnp.abs)(0.)`` is 1) follow the spec.
+(``jax.grad(jnp.abs)(0.)`` is 1) follow the spec. The fast max pool (a reshape
+and a max with its own gradient) gives reduce_window's outputs and gradients bit
+for bit, ties included; matmul_flops and the bench's minimal loop run.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ pytest.importorskip("flax")
 pytest.importorskip("optax")
 
 import jax  # noqa: E402
+from flax import nnx  # noqa: E402
 
 from harness import data  # noqa: E402
 from harness.backend import Batch, Options  # noqa: E402
@@ -328,7 +331,7 @@ def gan_spec(**optimizer):
     """The gan task with another optimizer (the numpy reference has SGD only)."""
     from harness.spec import TASKS_DIR, Optimizer
 
-    spec = load_spec(TASKS_DIR / "next" / "gan.toml")
+    spec = load_spec(TASKS_DIR / "gan.toml")
     recipe = spec.recipe.model_copy(update={"optimizer": Optimizer(**optimizer)})
     return spec.model_copy(update={"recipe": recipe})
 
@@ -458,3 +461,69 @@ def test_l1_gradient_is_the_sign_and_clipping_comes_before_coupled_decay():
     for k, v in be.get_weights(state).items():
         want = w[k] - 0.1 * (grads_l1[k] * (clip / norm) + 0.1 * w[k])
         np.testing.assert_allclose(v, want, rtol=1e-13, atol=1e-15, err_msg=k)
+
+
+@pytest.mark.parametrize(
+    "size,strides,padding,hw",
+    [(2, 2, "VALID", 8), (3, 3, "VALID", 8), (2, 2, "SAME", 6), (2, 2, "SAME", 5), (3, 2, "VALID", 7)],
+)  # fmt: skip
+def test_max_pool_matches_reduce_window_bit_for_bit_ties_included(size, strides, padding, hw):
+    # integers 0..2: most windows tie; the gradient goes to the first maximum, row-major
+    backend(dtype="float64")
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 3, (2, hw, hw, 3)).astype(np.float64)
+    args = ((size, size), (strides, strides), padding)
+
+    def pools(pool):
+        y, vjp = jax.vjp(lambda x: pool(x, *args), x)
+        g = np.random.default_rng(1).standard_normal(y.shape)  # the same for both
+        return y, vjp(g)[0], jax.jit(jax.grad(lambda x: (pool(x, *args) * g).sum()))(x)
+
+    for ours, theirs in zip(pools(layers.max_pool), pools(nnx.max_pool), strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+
+
+def test_matmul_flops_is_positive_in_both_modes():
+    for mode in ("eager", "graph"):
+        flops = backend(mode, "float32").matmul_flops(64, repeats=3)
+        assert 1e6 < flops < 1e16  # 2 n^3 / seconds: between a megaflop and ten petaflops
+
+
+def test_minimal_loop_runs_both_models_in_both_modes(tmp_path):
+    from harness.bench import Measure, minimal_loop
+    from impls.jax import minimal
+
+    for model in ("mlp", "lenet"):
+        for mode in ("eager", "graph"):
+            record = minimal.run({"model": model, "batch": 8, "steps": 3, "mode": mode})
+            assert record["step_median_s"] > 0 and record["steps"] == 3
+    # and once as rosetta bench runs it: its own process, the config on stdin
+    record = minimal_loop(Measure("mlp", 8, "jax", "graph", 1), tmp_path, steps=8)
+    assert record.get("step_median_s", 0) > 0, record
+
+
+def test_shapes_lesson_compiles_once_per_shape_and_twice_with_buckets():
+    from impls.jax import lessons
+
+    values = lessons.shapes()
+    # 32 compiled already; 17, 24 and 40 are new shapes; buckets 32 and 64 serve them all
+    assert (values["traces_fixed"], values["traces_varying"], values["traces_remedy"]) == (1, 3, 2)
+    assert values["seconds_varying"] > 0 and values["seconds_remedy"] > 0
+    graph = "\n".join(values["graph"])
+    assert "plain step: 4 compiled" in graph and "padded step: 2 compiled" in graph
+    # masking the padded rows out leaves the loss as it was, up to float32 rounding
+    gap = float(graph.rsplit("losses: ", 1)[1])
+    assert gap < 1e-5
+
+
+def test_control_flow_lesson_is_refused_and_lax_cond_is_not():
+    from impls.jax import lessons
+
+    values = lessons.control_flow()
+    assert (
+        values["outcome"].startswith("refused: ") and "ConcretizationTypeError" in values["outcome"]
+    )
+    assert values["positive"] == values["negative"] == "-"
+    assert values["breaks"] == "0 breaks; 2 traces, 2 refused"
+    assert values["remedy_negative"] == [-2.0, -3.0, -4.0]
+    assert any(line.strip().startswith("e:f32[3] = cond[") for line in values["graph"])

@@ -449,7 +449,7 @@ def test_explain_names_torch_s_sequence_modules():
 
 # ---------------------------------------------------------------- gan
 
-GAN = load_spec(TASKS_DIR / "next" / "gan.toml")  # in next/ until every backend trains gans
+GAN = load_spec(TASKS_DIR / "gan.toml")
 
 
 def gan_spec(**recipe):
@@ -668,3 +668,59 @@ def test_explain_shows_both_networks_of_a_gan():
     # both objectives' backward: three BCE losses (real, fake, the generator's)
     ops = dict(result["graphs"][0]["ops"])
     assert ops["BinaryCrossEntropyWithLogitsBackward0"] == 3
+
+
+# ---------------------------------------------------------------- bench and lessons
+
+
+def test_compile_counter_counts_a_data_dependent_graph_break():
+    """Dynamo's counters["graph_break"] misses the break of an ``if`` on a tensor;
+    the counting backend sees it on the graph (``compile_subgraph_reason``)."""
+    from impls.torch.lessons import _branchy
+
+    torch.compiler.reset()
+    counter = train.CompileCounter()
+    compiled = torch.compile(_branchy, backend=counter)
+    assert compiled(torch.ones(3)).tolist() == [2.0, 2.0, 2.0]
+    assert compiled(-torch.ones(3)).tolist() == [-2.0, -2.0, -2.0]
+    # the condition's graph (ended by the break), then each branch's resume graph
+    assert (counter.count, counter.breaks) == (3, 1)
+
+
+def test_matmul_flops_is_positive_in_both_modes():
+    for mode in ("eager", "graph"):
+        flops = backend(mode, "float32").matmul_flops(64, repeats=3)
+        assert 1e6 < flops < 1e16  # 2 n^3 / seconds: between a megaflop and ten petaflops
+
+
+def test_minimal_loop_runs_both_models_in_both_modes(tmp_path):
+    from harness.bench import Measure, minimal_loop
+    from impls.torch import minimal
+
+    for model in ("mlp", "lenet"):
+        for mode in ("eager", "graph"):
+            record = minimal.run({"model": model, "batch": 8, "steps": 3, "mode": mode})
+            assert record["step_median_s"] > 0 and record["steps"] == 3
+    # and once as rosetta bench runs it: its own process, the config on stdin
+    record = minimal_loop(Measure("lenet", 8, "torch", "eager", 1), tmp_path, steps=8)
+    assert record.get("step_median_s", 0) > 0, record
+
+
+def test_shapes_lesson_recompiles_once_then_runs_a_symbolic_batch():
+    from impls.torch import lessons
+
+    values = lessons.shapes()
+    counts = (values["traces_fixed"], values["traces_varying"], values["traces_remedy"])
+    assert counts == (1, 1, 1)  # one static graph, one symbolic; dynamic=True: symbolic at once
+    graph = "\n".join(values["graph"])
+    assert "(32, 64)" in graph and "gap between the two runs' losses: 0.0e+00" in graph
+
+
+def test_control_flow_lesson_breaks_the_graph_and_torch_cond_does_not():
+    from impls.torch import lessons
+
+    values = lessons.control_flow()
+    assert values["positive"] == [2.0, 4.0, 6.0] and values["negative"] == [-2.0, -3.0, -4.0]
+    assert values["breaks"] == "1 graph break; 3 graphs" and values["error"] == "-"
+    assert values["remedy_negative"] == [-2.0, -3.0, -4.0]
+    assert any("fullgraph=True refuses" in line for line in values["graph"])
