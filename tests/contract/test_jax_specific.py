@@ -526,4 +526,9 @@ def test_control_flow_lesson_is_refused_and_lax_cond_is_not():
     assert values["positive"] == values["negative"] == "-"
     assert values["breaks"] == "0 breaks; 2 traces, 2 refused"
     assert values["remedy_negative"] == [-2.0, -3.0, -4.0]
-    assert any(line.strip().startswith("e:f32[3] = cond[") for line in values["graph"])
+    # one cond equation holds both branches (f32 or f64: another test may have enabled x64)
+    conds = [line for line in values["graph"] if "] = cond[" in line]
+    assert len(conds) == 1, values["graph"]
+    assert any("mul" in line for line in values["graph"]) and any(
+        "sub" in line for line in values["graph"]
+    )
