@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from impls.torch import train
+
 
 def _mean_of_square(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The notes' computation: y = x + 2, z = y * y, t = mean(z)."""
@@ -154,11 +156,11 @@ def shapes() -> dict[str, Any]:
     # the remedy starts from these weights and momenta
     start = copy.deepcopy((model.state_dict(), optimizer.state_dict()))
 
-    recompiles_before = dynamo_recompiles()
+    recompiles_before = train.dynamo_counts()["recompiles"]
     t0 = time.perf_counter()
     plain_losses = [step(x, y) for x, y in varying]
     seconds_varying = time.perf_counter() - t0
-    recompiles = dynamo_recompiles() - recompiles_before
+    recompiles = train.dynamo_counts()["recompiles"] - recompiles_before
 
     model.load_state_dict(start[0])
     optimizer.load_state_dict(start[1])
@@ -182,12 +184,6 @@ def shapes() -> dict[str, Any]:
             f"  largest gap between the two runs' losses: {gap:.1e}",
         ],
     }
-
-
-def dynamo_recompiles() -> int:
-    """Dynamo's recompiles so far in this process (frames compiled more than once)."""
-    per_frame = getattr(torch._dynamo.convert_frame, "FRAME_COMPILE_COUNTER", {})
-    return sum(n - 1 for n in per_frame.values() if n > 1)
 
 
 # --------------------------------------------------------------------------- control flow
