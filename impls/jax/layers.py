@@ -606,6 +606,15 @@ def set_weights(model: Stack, weights: Weights) -> None:
         var.set_value(jnp.array(weights[name], dtype=var.dtype))
 
 
+def check_concrete(networks: dict[str, Stack]) -> None:
+    """Raise if a network built abstractly (``nnx.eval_shape``) still holds a value
+    that the canonical weights did not fill (a state that is not a parameter)."""
+    for role, model in networks.items():
+        for path, value in nnx.to_flat_state(nnx.state(model)):
+            if not isinstance(value.get_value(), jax.Array):
+                raise ValueError(f"{role}: {'.'.join(map(str, path))} has no value after loading")
+
+
 def set_task_weights(networks: dict[str, Stack], weights: Weights) -> None:
     """Load a task's canonical weights (every network's) into its networks.
 
