@@ -11,18 +11,21 @@ from tests.conftest import installed_backends
 pytestmark = pytest.mark.skipif(not installed_backends(), reason="no framework installed")
 
 
-def test_lenet_on_mnist_t10k_reaches_97_percent(shared_data, tmp_path):
+def test_lenet_on_mnist_t10k_reaches_96_percent_in_two_epochs(shared_data, tmp_path):
+    # 2 of the task's 10 epochs, to keep the suite short: every framework had 0.9705-0.9715
+    # after 2 and 0.9815-0.9825 after 10 (`rosetta run --tasks lenet --data-dir ...`)
     df = run(
         tasks=["lenet"],
         frameworks=installed_backends(),
         modes=["graph"],
         data_dir=str(shared_data / "mnist"),
+        epochs=2,
         out=tmp_path,
         progress=False,
     )
     assert list(df["status"]) == ["ok"] * len(df), df["error"].tolist()
     for fw, acc in zip(df["framework"], df["test_value"], strict=True):
-        assert acc >= 0.97, f"{fw}: lenet test accuracy {acc:.4f} on the held-back MNIST part"
+        assert acc >= 0.965, f"{fw}: lenet test accuracy {acc:.4f} on the held-back MNIST part"
 
 
 def test_logistic_regression_on_diabetes_csv(shared_data, tmp_path):
@@ -40,13 +43,13 @@ def test_logistic_regression_on_diabetes_csv(shared_data, tmp_path):
 
 
 def test_rnn_names_on_the_course_files_reaches_75_percent(shared_data, tmp_path):
-    # 3 of the task's 10 epochs: enough for 0.75 (full runs reach 0.83 in every framework)
+    # 2 of the task's 10 epochs: 0.803 in every framework (0.750 after 1, 0.83 after 10)
     df = run(
         tasks=["rnn_names"],
         frameworks=installed_backends(),
         modes=["graph"],
         data_dir=str(shared_data / "pytorchzerotoall"),
-        epochs=3,
+        epochs=2,
         out=tmp_path,
         progress=False,
     )

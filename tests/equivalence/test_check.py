@@ -2,9 +2,13 @@
 same canonical weights + same batches => the same activations at every layer, the
 same loss and gradients, and the same parameters after each of 5 optimizer steps.
 
-float64 is the tight check (rounding only, rtol 1e-9), in eager and graph mode;
-float32 uses each task's stated tolerance (its spec's ``tolerance.why``), in
-eager mode here to keep the suite short (``rosetta check`` runs graph float32 too).
+float64 is the tight check (rounding only, rtol 1e-9), here in eager mode: the three
+implementations compute the same function. float32 uses each task's stated tolerance
+(its spec's ``tolerance.why``), here in graph mode: the compiled steps (torch.compile,
+tf.function, jax.jit) agree with each other as closely as float32 rounding allows.
+``rosetta check`` runs both dtypes in both modes and compares each framework's eager
+mode with its graph mode too; the suite keeps two of the four to stay within its time
+(cold torch.compile of every task in float64 alone took 2 of the suite's 24 minutes).
 Each framework runs in its own process, as in a real check.
 """
 
@@ -56,7 +60,7 @@ def test_task_groups_cover_every_builtin_task():
 @pytest.mark.parametrize("group", list(TASK_GROUPS))
 @pytest.mark.parametrize(
     "modes,dtype",
-    [(["eager", "graph"], "float64"), (["eager"], "float32")],
+    [(["eager"], "float64"), (["graph"], "float32")],
     ids=["float64", "float32"],
 )
 def test_every_task_every_pair_every_step(modes, dtype, group, tmp_path):
