@@ -10,7 +10,7 @@ import pandas as pd
 from harness.backend import BACKENDS
 from harness.results import ResultStore, summary
 from harness.runner import DEFAULT_TIMEOUT_S, Cell, plan, run_matrix
-from harness.spec import TaskSpec, builtin_tasks, load_spec, resolve_task
+from harness.spec import ALL_TASKS, DEFAULT_TASKS, TaskSpec, builtin_tasks, load_spec, resolve_task
 
 DEFAULT_MODES = ("eager", "graph")
 
@@ -20,10 +20,16 @@ def select_specs(
     spec_files: Sequence[str | Path] = (),
     epochs: int | None = None,
 ) -> list[tuple[TaskSpec, str]]:
-    """Task specs by built-in name or file, all built-ins when nothing is named."""
+    """Task specs by built-in name or file: ``DEFAULT_TASKS`` when nothing is named,
+    every built-in task for the name ``"all"``."""
     names = list(tasks or [])
     if not names and not spec_files:
-        names = list(builtin_tasks())
+        names = list(DEFAULT_TASKS)
+    if ALL_TASKS in names:
+        names = [
+            *builtin_tasks(),
+            *(n for n in names if n != ALL_TASKS and n not in builtin_tasks()),
+        ]
     chosen = []
     for name in names:
         source = str(builtin_tasks().get(name, name))

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harness.backend import BACKENDS, MODES, missing_packages, package_version
+from harness.spec import DEFAULT_TASKS
 
 EPILOG = """examples:
   rosetta list
@@ -51,7 +52,13 @@ def parser() -> argparse.ArgumentParser:
         help="run the matrix task x framework x mode x device",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    r.add_argument("--tasks", type=_csv, help="built-in task names, comma-separated (default: all)")
+    r.add_argument(
+        "--tasks",
+        type=_csv,
+        default=[],
+        help="built-in task names or task files, comma-separated, or 'all' for every built-in "
+        "task; none named: " + ", ".join(DEFAULT_TASKS) + " (marked * in rosetta list)",
+    )
     r.add_argument(
         "--spec",
         action="append",
@@ -112,7 +119,13 @@ def parser() -> argparse.ArgumentParser:
         help="prove the frameworks compute the same function: forward, loss, gradients, steps",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    c.add_argument("--tasks", type=_csv, help="built-in task names, comma-separated (default: all)")
+    c.add_argument(
+        "--tasks",
+        type=_csv,
+        default=[],
+        help="built-in task names or task files, comma-separated, or 'all' for every built-in "
+        "task; none named: " + ", ".join(DEFAULT_TASKS) + " (marked * in rosetta list)",
+    )
     c.add_argument("--spec", action="append", default=[], metavar="FILE", help="a task file")
     c.add_argument("--frameworks", type=_csv, help="comma-separated (default: every installed one)")
     c.add_argument("--modes", type=_csv, default=["eager", "graph"], help="comma-separated")
@@ -202,9 +215,11 @@ def cmd_list() -> int:
         shape = data.sample_shape(spec.data)
         real = f", real data: {spec.data.real}" if spec.data.real else ""
         print(
-            f"  {name:<20} {spec.title}  [{spec.data.dataset}{real}; "
+            f"{'*' if name in DEFAULT_TASKS else ' '} {name:<20} {spec.title}  "
+            f"[{spec.data.dataset}{real}; "
             f"{task_param_count(spec, shape):,} parameters]"
         )
+    print("  (* the default of run and check; --tasks all runs every one)")
     print("frameworks:")
     for name, info in BACKENDS.items():
         missing = missing_packages(info)

@@ -927,6 +927,24 @@ def builtin_tasks() -> dict[str, Path]:
     return {p.stem: p for p in sorted(TASKS_DIR.glob("*.toml"))}
 
 
+# What `rosetta run` and `rosetta check` do when no task is named: one task of each
+# kind of model and training step in the course (regression, classifier, CNN, RNN,
+# TextCNN, autoencoder, GAN), short enough that the whole matrix runs in minutes on a
+# laptop's CPU. `--tasks all` runs every built-in task (the other nine are variants
+# and bigger models: xor, inception, resnet, hello_rnn, char_lstm, regularization...).
+DEFAULT_TASKS = (
+    "linear_regression",
+    "logistic_regression",
+    "softmax_mlp",
+    "lenet",
+    "rnn_names",
+    "text_cnn",
+    "autoencoder",
+    "gan",
+)
+ALL_TASKS = "all"
+
+
 def resolve_task(name_or_path: str) -> TaskSpec:
     """A built-in task by name, or a task file by path."""
     tasks = builtin_tasks()

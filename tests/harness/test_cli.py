@@ -7,7 +7,9 @@ import sys
 
 import pytest
 
+from harness.api import select_specs
 from harness.cli import main
+from harness.spec import DEFAULT_TASKS, builtin_tasks
 
 SPEC = """
 name = "mine"
@@ -78,6 +80,20 @@ def test_list_and_help():
         [sys.executable, "-m", "harness.cli", "run", "--help"], capture_output=True, text=True
     )
     assert "--data-dir" in helped.stdout and "--init" in helped.stdout
+    # the tasks a bare `rosetta run` takes are the ones `rosetta list` marks
+    marked = {line.split()[1] for line in out.stdout.splitlines() if line.startswith("* ")}
+    assert marked == set(DEFAULT_TASKS)
+
+
+def test_default_tasks_all_and_files(tmp_path):
+    assert [s.name for s, _ in select_specs()] == list(DEFAULT_TASKS)
+    assert set(DEFAULT_TASKS) < set(builtin_tasks())
+    assert [s.name for s, _ in select_specs(["all"])] == list(builtin_tasks())
+    mine = tmp_path / "mine.toml"
+    mine.write_text(SPEC.format(layer="dense"))
+    # a file alone runs alone; with "all" it comes after the built-ins
+    assert [s.name for s, _ in select_specs(spec_files=[mine])] == ["mine"]
+    assert [s.name for s, _ in select_specs(["all", str(mine)])][-1] == "mine"
 
 
 @pytest.mark.parametrize("argv", [["run", "--tasks", "xor", "--devices", "tpu"]])
