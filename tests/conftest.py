@@ -17,6 +17,13 @@ from harness.spec import TaskSpec, parse_spec  # noqa: E402
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+def pytest_collection_modifyitems(config, items):
+    """The long tests first: each of the two xdist workers starts on them and the
+    short ones fill in around them, instead of one long test running on alone at
+    the end (worksteal hands out the collection in order)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def installed_backends() -> list[str]:
     return [name for name, info in BACKENDS.items() if not missing_packages(info)]
 

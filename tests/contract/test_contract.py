@@ -37,12 +37,12 @@ def make(framework, mode, dtype="float32"):
     return backend
 
 
-# Graph modes on every task are exercised by tests/equivalence (each framework's graph
-# mode must equal its eager mode, layer by layer and step by step, in float64); here
+# Graph modes on every task are exercised by tests/equivalence (the three frameworks'
+# compiled steps agree layer by layer and step by step, in float32); here
 # they run on one task of each kind, which keeps the suite's compile time in bounds.
 COMPILED_TASKS = {
-    "graph": ("lenet", "resnet", "rnn_names", "hello_rnn", "gan"),
-    "xla": ("lenet", "resnet"),
+    "graph": ("lenet", "rnn_names", "gan"),  # a CNN, a masked GRU, the two-network step
+    "xla": ("lenet",),
 }
 
 

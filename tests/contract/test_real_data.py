@@ -8,7 +8,10 @@ import pytest
 from harness.api import run
 from tests.conftest import installed_backends
 
-pytestmark = pytest.mark.skipif(not installed_backends(), reason="no framework installed")
+pytestmark = [
+    pytest.mark.skipif(not installed_backends(), reason="no framework installed"),
+    pytest.mark.slow,
+]
 
 
 def test_lenet_on_mnist_t10k_reaches_96_percent_in_two_epochs(shared_data, tmp_path):

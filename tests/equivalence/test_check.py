@@ -24,7 +24,10 @@ from tests.conftest import installed_backends
 
 STEPS = 5
 FRAMEWORKS = installed_backends()
-pytestmark = pytest.mark.skipif(len(FRAMEWORKS) < 2, reason="needs two frameworks installed")
+pytestmark = [
+    pytest.mark.skipif(len(FRAMEWORKS) < 2, reason="needs two frameworks installed"),
+    pytest.mark.slow,
+]
 
 
 def failures(records):
