@@ -22,17 +22,15 @@ def select_specs(
 ) -> list[tuple[TaskSpec, str]]:
     """Task specs by built-in name or file: ``DEFAULT_TASKS`` when nothing is named,
     every built-in task for the name ``"all"``."""
+    builtin = builtin_tasks()
     names = list(tasks or [])
     if not names and not spec_files:
         names = list(DEFAULT_TASKS)
     if ALL_TASKS in names:
-        names = [
-            *builtin_tasks(),
-            *(n for n in names if n != ALL_TASKS and n not in builtin_tasks()),
-        ]
+        names = [*builtin, *(n for n in names if n != ALL_TASKS and n not in builtin)]
     chosen = []
     for name in names:
-        source = str(builtin_tasks().get(name, name))
+        source = str(builtin.get(name, name))
         chosen.append((resolve_task(name), source))
     chosen += [(load_spec(p), str(p)) for p in spec_files]
     if epochs is not None:

@@ -38,6 +38,17 @@ def _ints(text: str) -> list[int]:
         ) from None
 
 
+def _add_tasks(p: argparse.ArgumentParser) -> None:
+    """The --tasks option that run and check share."""
+    p.add_argument(
+        "--tasks",
+        type=_csv,
+        default=[],
+        help="built-in task names or task files, comma-separated, or 'all' for every built-in "
+        "task; none named: " + ", ".join(DEFAULT_TASKS) + " (marked * in rosetta list)",
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="rosetta",
@@ -52,13 +63,7 @@ def parser() -> argparse.ArgumentParser:
         help="run the matrix task x framework x mode x device",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    r.add_argument(
-        "--tasks",
-        type=_csv,
-        default=[],
-        help="built-in task names or task files, comma-separated, or 'all' for every built-in "
-        "task; none named: " + ", ".join(DEFAULT_TASKS) + " (marked * in rosetta list)",
-    )
+    _add_tasks(r)
     r.add_argument(
         "--spec",
         action="append",
@@ -119,13 +124,7 @@ def parser() -> argparse.ArgumentParser:
         help="prove the frameworks compute the same function: forward, loss, gradients, steps",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    c.add_argument(
-        "--tasks",
-        type=_csv,
-        default=[],
-        help="built-in task names or task files, comma-separated, or 'all' for every built-in "
-        "task; none named: " + ", ".join(DEFAULT_TASKS) + " (marked * in rosetta list)",
-    )
+    _add_tasks(c)
     c.add_argument("--spec", action="append", default=[], metavar="FILE", help="a task file")
     c.add_argument("--frameworks", type=_csv, help="comma-separated (default: every installed one)")
     c.add_argument("--modes", type=_csv, default=["eager", "graph"], help="comma-separated")

@@ -18,9 +18,10 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def pytest_collection_modifyitems(config, items):
-    """The long tests first: each of the two xdist workers starts on them and the
-    short ones fill in around them, instead of one long test running on alone at
-    the end (worksteal hands out the collection in order)."""
+    """The long tests first: xdist (``--dist load --maxschedchunk 1``) hands the
+    collection out in order, one test at a time, so both workers start on them and
+    the short ones fill in around them, instead of one long test running on alone
+    at the end."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
