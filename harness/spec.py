@@ -596,11 +596,17 @@ class Tolerance(_Frozen):
     # loss and gradients (None: the same as float32), and why
     float32_steps: float | None = Field(default=None, gt=0.0, lt=1.0)
     steps_why: str = ""
+    # the headline test metric after training, same mode and shared start: how far
+    # apart (absolute, largest minus smallest) the frameworks may end, and why
+    final: float | None = Field(default=None, gt=0.0)
+    final_why: str = ""
 
     @model_validator(mode="after")
     def _steps_explained(self) -> Tolerance:
         if self.float32_steps is not None and not self.steps_why:
             raise SpecError("tolerance.float32_steps needs a steps_why saying why that much")
+        if self.final is not None and not self.final_why:
+            raise SpecError("tolerance.final needs a final_why saying why that much")
         return self
 
 

@@ -80,12 +80,15 @@ def build(run_dir: Path) -> tuple[Content, Any]:
         notes.append(
             f"{superseded} earlier records of re-run cells are superseded by their latest."
         )
+    agreement = tables.final_agreement(df, final_tolerances(records))
     content = Content(
         title=f"Rosetta run {run_id}".strip(),
         intro=f"{len(records)} cells: " + ", ".join(f"{n} {s}" for s, n in counts.most_common()),
         table=tables.display_table(df),
         table_notes=_table_notes(equivalence, repeated=bool((df["repeats"] > 1).any())),
         not_finished=tables.not_finished(records),
+        agreement=tables.display_agreement(agreement),
+        agreement_note=AGREEMENT_NOTE,
         curves=_curve_images(records),
         step_time=_bar_image(df, "step_time.png", "step_median_ms", "ms per step", True),
         first_step=_bar_image(df, "first_step.png", "first_step_s", "seconds", False),
@@ -106,6 +109,35 @@ def build(run_dir: Path) -> tuple[Content, Any]:
         ],
     )
     return content, df
+
+
+AGREEMENT_NOTE = (
+    "From the same weights and the same batches, the frameworks' headline test metrics "
+    "after training, per task and mode: spread is the highest minus the lowest, tolerance "
+    "the task's stated tolerance.final (its why beside it). float32 rounding differs "
+    "between frameworks and grows over training, so the frameworks end near, not on, "
+    "each other."
+)
+
+
+def final_tolerances(records: list[Record]) -> dict[str, tuple[float | None, str]]:
+    """Task -> (``tolerance.final``, why) from the task files: a built-in task by
+    name, else the file the record names, where it can still be read."""
+    from harness.spec import SpecError, builtin_tasks, load_spec
+
+    builtin = builtin_tasks()
+    out: dict[str, tuple[float | None, str]] = {}
+    for r in records:
+        task = r["task"]
+        if task in out:
+            continue
+        path = builtin.get(task) or (r.get("task_source") and Path(r["task_source"]))
+        try:
+            tol = load_spec(path).tolerance if path and Path(path).is_file() else None
+        except SpecError:
+            tol = None
+        out[task] = (tol.final, tol.final_why) if tol is not None else (None, "")
+    return out
 
 
 def _table_notes(equivalence: list[Record] | None, repeated: bool = False) -> list[str]:

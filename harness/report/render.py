@@ -18,6 +18,7 @@ SECTIONS = (
     "Environment",
     "Reproduce",
 )
+AGREEMENT = "Final metrics across frameworks"
 
 
 SAMPLES_NOTE = (
@@ -55,6 +56,9 @@ class Content:
     command: str
     command_note: str
     notes: list[str] = field(default_factory=list)
+    # final_agreement's rows, as shown, and what they mean
+    agreement: pd.DataFrame | None = None
+    agreement_note: str = ""
     # a language model's writing: {"task", "cell", "prompt", "text"} per cell
     samples: list[dict[str, str]] = field(default_factory=list)
 
@@ -85,7 +89,10 @@ def to_markdown(c: Content) -> str:
     """The report as Markdown; figures are referenced as ``figures/<name>.png``."""
     out = [f"# {c.title}", "", c.intro, "", *[f"> {n}" for n in c.notes]]
     out += ["", f"## {SECTIONS[0]}", "", markdown_table(c.table), ""]
-    out += [f"- {n}" for n in c.table_notes] + ["", f"## {SECTIONS[1]}", ""]
+    out += [f"- {n}" for n in c.table_notes]
+    if c.agreement is not None and not c.agreement.empty:
+        out += ["", f"### {AGREEMENT}", "", c.agreement_note, "", markdown_table(c.agreement)]
+    out += ["", f"## {SECTIONS[1]}", ""]
     if not c.not_finished:
         out.append("Every cell finished.")
     for f in c.not_finished:
@@ -178,6 +185,15 @@ def _html_samples(samples: list[dict[str, str]], task: str) -> str:
     return "".join(parts)
 
 
+def _html_agreement(c: Content) -> str:
+    if c.agreement is None or c.agreement.empty:
+        return ""
+    return (
+        f'<h3 id="agreement">{AGREEMENT}</h3><p class="note">{_e(c.agreement_note)}</p>'
+        + html_table(c.agreement)
+    )
+
+
 def to_html(c: Content) -> str:
     """The report as one HTML page with every figure inlined."""
     env = "".join(f"<li><b>{_e(k)}</b>: {_e(v)}</li>" for k, v in c.environment)
@@ -187,6 +203,7 @@ def to_html(c: Content) -> str:
         f'<h2 id="summary">{SECTIONS[0]}</h2>',
         html_table(c.table),
         '<ul class="note">' + "".join(f"<li>{_e(n)}</li>" for n in c.table_notes) + "</ul>",
+        _html_agreement(c),
         f'<h2 id="not-finished">{SECTIONS[1]}</h2>',
         _html_not_finished(c.not_finished),
         f'<h2 id="learning-curves">{SECTIONS[2]}</h2>',

@@ -123,6 +123,60 @@ def equivalence_verdicts(records: list[Record]) -> dict[tuple[str, str], str]:
     }
 
 
+def final_agreement(
+    df: pd.DataFrame, tolerances: dict[str, tuple[float | None, str]]
+) -> pd.DataFrame:
+    """How far apart the frameworks end: per task, mode and device, the spread
+    (largest minus smallest) of the headline test metric over the cells that finished,
+    against the task's ``tolerance.final``.
+
+    Args:
+        df: :func:`summary_table`'s rows.
+        tolerances: task -> (``tolerance.final``, its why); a task missing here or with
+            None has no stated tolerance.
+
+    Returns:
+        One row per task, mode and device with two or more finished frameworks started
+        from the shared weights: ``metric``, ``frameworks``, ``lowest``, ``highest``,
+        ``spread``, ``tolerance``, ``status`` (pass, fail or not stated), ``why``.
+    """
+    rows = []
+    ok = df[(df["status"] == "ok") & df["test_value"].notna()]
+    if "init" in ok:
+        ok = ok[ok["init"].fillna("shared") == "shared"]
+    for (task, mode, device), group in ok.groupby(["task", "mode", "device"], sort=False):
+        if group["framework"].nunique() < 2:
+            continue
+        tol, why = tolerances.get(task, (None, ""))
+        spread = float(group["test_value"].max() - group["test_value"].min())
+        status = "not stated" if tol is None else "pass" if spread <= tol + 1e-12 else "fail"
+        rows.append(
+            {
+                "task": task, "mode": mode, "device": device,
+                "metric": group["test_metric"].iloc[0],
+                "frameworks": ", ".join(group["framework"]),
+                "lowest": float(group["test_value"].min()),
+                "highest": float(group["test_value"].max()),
+                "spread": spread, "tolerance": tol, "status": status, "why": why,
+            }
+        )  # fmt: skip
+    return pd.DataFrame(
+        rows,
+        columns=["task", "mode", "device", "metric", "frameworks", "lowest", "highest",
+                 "spread", "tolerance", "status", "why"],
+    )  # fmt: skip
+
+
+def display_agreement(df: pd.DataFrame) -> pd.DataFrame:
+    """:func:`final_agreement` as the report shows it."""
+    show = df.drop(columns=["device"] if df["device"].nunique() <= 1 else [])
+    for column in ("lowest", "highest"):
+        show[column] = df[column].map(lambda v: f"{v:.6g}")
+    show["spread"] = df["spread"].map(lambda v: f"{v:.2g}")
+    show["tolerance"] = df["tolerance"].map(lambda v: "-" if v is None or pd.isna(v) else f"{v:g}")
+    return show
+
+
 def target_text(target: dict[str, Any] | None) -> str | None:
     """A task's target as the report writes it (``accuracy >= 0.95``); None for none."""
     if not target:

@@ -259,3 +259,54 @@ def test_break_even_is_the_compile_cost_over_the_step_saving():
     assert pd.isna(steps["a/eager"])
     shown = display_table(df)["break-even steps"].tolist()
     assert shown == ["-", "200", "-", "never", "-", "0"]
+
+
+def test_final_agreement_measures_the_spread_against_the_stated_tolerance(tmp_path):
+    from harness.report.tables import display_agreement, final_agreement
+
+    def cell_of(fw, mode, accuracy, status="ok", init="shared", task="t"):
+        return {**record(fw, mode, status, median_s=0.01, init=init),
+                "task": task, "metrics": {"accuracy": accuracy}}  # fmt: skip
+
+    records = [
+        cell_of("a", "eager", 0.970), cell_of("b", "eager", 0.975), cell_of("c", "eager", 0.972),
+        cell_of("a", "graph", 0.970), cell_of("b", "graph", 0.990),
+        cell_of("c", "graph", 0.10, status="failed"),  # not finished: not counted
+        cell_of("a", "eager", 0.5, task="u"), cell_of("b", "eager", 0.6, task="u"),
+        cell_of("a", "eager", 0.5, task="native", init="native"),
+        cell_of("b", "eager", 0.9, task="native", init="native"),  # own inits: not compared
+        cell_of("a", "eager", 0.9, task="alone"),  # one framework: nothing to compare
+    ]  # fmt: skip
+    df = final_agreement(summary_table(records), {"t": (0.01, "rounding"), "u": (None, "")})
+    rows = {(r.task, r.mode): r for r in df.itertuples()}
+    assert set(rows) == {("t", "eager"), ("t", "graph"), ("u", "eager")}
+    assert rows[("t", "eager")].spread == pytest.approx(0.005)
+    assert rows[("t", "eager")].status == "pass" and rows[("t", "eager")].frameworks == "a, b, c"
+    assert rows[("t", "graph")].spread == pytest.approx(0.02)
+    assert rows[("t", "graph")].status == "fail" and rows[("t", "graph")].frameworks == "a, b"
+    assert rows[("u", "eager")].status == "not stated"
+    shown = display_agreement(df)
+    assert list(shown["spread"]) == ["0.005", "0.02", "0.1"]
+    assert list(shown["tolerance"]) == ["0.01", "0.01", "-"]
+
+
+def test_the_report_shows_the_final_agreement_with_the_task_files_tolerance(tmp_path):
+    from harness.spec import resolve_task
+
+    curve = [{"epoch": 1, "train_loss": 1.0, "time_s": 0.1, "test_accuracy": 0.5}]
+    records = [
+        {**record(fw, "eager", median_s=0.01, curve=curve), "task": "lenet",
+         "init": "shared", "metrics": {"accuracy": acc}}
+        for fw, acc in (("torch", 0.97), ("jax", 0.971))
+    ]  # fmt: skip
+    (tmp_path / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    paths = write_report(tmp_path)
+    md = paths["md"].read_text()
+    summary, _ = md.split("## Cells that did not finish")
+    assert "### Final metrics across frameworks" in summary
+    tol = resolve_task("lenet").tolerance
+    assert (
+        f"| lenet | eager | accuracy | torch, jax | 0.97 | 0.971 | 0.001 | {tol.final:g} | pass |"
+        in md
+    )
+    assert 'id="agreement"' in paths["html"].read_text()

@@ -43,6 +43,17 @@ def test_every_builtin_task_loads_and_infers_shapes():
         assert param_count(spec.model, shape) > 0
 
 
+def test_every_builtin_task_states_how_far_apart_its_frameworks_may_end():
+    for name in builtin_tasks():
+        tol = resolve_task(name).tolerance
+        assert tol.final is not None and tol.final_why, name
+
+
+def test_a_final_tolerance_needs_its_why():
+    with pytest.raises(SpecError, match="final_why"):
+        parse_spec({**BASE, "tolerance": {"final": 0.01}}, "my.toml")
+
+
 def test_course_parameter_counts():
     # counted by hand from the course's PyTorch modules
     assert param_count(resolve_task("lenet").model) == (25 * 10 + 10) + (250 * 20 + 20) + (
