@@ -22,6 +22,8 @@ EPILOG = """examples:
   rosetta report results/<run-id>                    # report.html, report.md, report.csv
   rosetta lesson autograd                            # the notes' autograd example, side by side
   rosetta explain lenet                              # the model in each framework, side by side
+  rosetta docs --check                               # the lessons cite the reference run
+  rosetta reference                                  # regenerate results/reference/ (~1 h)
 """
 
 
@@ -181,6 +183,12 @@ def parser() -> argparse.ArgumentParser:
     )
     ls.add_argument("name", nargs="?", metavar="LESSON", help="the lesson, e.g. autograd")
     ls.add_argument("--list", action="store_true", help="the lessons there are")
+    ls.add_argument("--all", action="store_true", help="run every lesson, one after another")
+    ls.add_argument(
+        "--out",
+        metavar="DIR",
+        help="also record the results in DIR/lessons.jsonl (the reference run keeps them)",
+    )
     ls.add_argument(
         "--frameworks",
         type=_csv,
@@ -201,7 +209,82 @@ def parser() -> argparse.ArgumentParser:
         type=_csv,
         help="comma-separated (default: all; one not installed shows how to install it)",
     )
+    d = sub.add_parser(
+        "docs",
+        help="rewrite the lesson pages' numbers and generated blocks from the reference run",
+        description="The lesson pages in docs/ cite the reference run (results/reference/) "
+        "with markers: VALUE<!--ref KEY FORMAT--> and <!-- begin KIND ARGS --> ... "
+        "<!-- end --> blocks (see harness/report/docs.py). This command rewrites them "
+        "from the reference run; --check only lists what is stale or uncited.",
+    )
+    d.add_argument("--check", action="store_true", help="change nothing; exit 1 if stale")
+    d.add_argument(
+        "--reference", metavar="DIR", help="a reference run folder (default results/reference)"
+    )
+    rf = sub.add_parser(
+        "reference",
+        help="regenerate the reference run the lessons cite: run, check, lessons, report, docs",
+        description="Regenerate the committed reference run in one go: every built-in "
+        "task in every installed framework (rosetta run --tasks all), the equivalence "
+        "check of every task (rosetta check --tasks all), every lesson, the report, and "
+        "the lesson pages' numbers (rosetta docs). About an hour on a 2-core CPU: run "
+        "it on a quiet machine, since its timings are the ones the lessons quote.",
+    )
+    rf.add_argument(
+        "--out", metavar="DIR", help="the folder (default results/reference); emptied first"
+    )
+    rf.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
+
+
+REFERENCE_FILES = (
+    "records.jsonl", "summary.csv", "run.json", "equivalence.jsonl", "lessons.jsonl",
+    "report.html", "report.md", "report.csv",
+)  # fmt: skip
+
+
+def cmd_docs(args: argparse.Namespace) -> int:
+    from harness.report.docs import REFERENCE_DIR, Reference, pages, problems, refresh
+
+    ref = Reference.load(args.reference or REFERENCE_DIR)
+    found = pages()
+    if not args.check:
+        for page in found:
+            text = page.read_text()
+            fresh = refresh(text, ref, page.parent, errors=[])  # problems() names them
+            if fresh != text:
+                page.write_text(fresh)
+                print(f"rewrote {page}")
+    bad = [line for page in found for line in problems(page, ref)]
+    print("\n".join(bad) if bad else f"{len(found)} pages cite {ref.path}: up to date")
+    return 1 if bad else 0
+
+
+def cmd_reference(args: argparse.Namespace) -> int:
+    import shutil
+
+    from harness.report.docs import REFERENCE_DIR
+
+    out = Path(args.out or REFERENCE_DIR)
+    for name in REFERENCE_FILES:
+        (out / name).unlink(missing_ok=True)
+    for folder in ("logs", "figures", "traces"):
+        shutil.rmtree(out / folder, ignore_errors=True)
+    quiet = ["--quiet"] if args.quiet else []
+    steps = [
+        ["run", "--tasks", "all", "--out", str(out), *quiet],
+        ["check", "--tasks", "all", "--out", str(out), *quiet],
+        ["lesson", "--all", "--out", str(out)],
+        ["report", str(out)],
+        ["docs", "--reference", str(out)],
+    ]
+    codes = []
+    for step in steps:
+        print(f"\n$ rosetta {shlex.join(step)}", flush=True)
+        codes.append(main(step))
+    bad = [shlex.join(s[:1]) for s, c in zip(steps, codes, strict=True) if c]
+    print(f"\nreference run in {out}/" + (f"; not clean: {', '.join(bad)}" if bad else ""))
+    return 1 if bad else 0
 
 
 def cmd_list() -> int:
@@ -363,17 +446,22 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_lesson(args: argparse.Namespace) -> int:
-    from harness.lessons import LESSONS, format_lesson, list_lessons, run_lesson
+    from harness.lessons import LESSONS, format_lesson, list_lessons, run_lesson, save_results
     from harness.runner import UsageError
 
     if args.list:
         print("lessons:", *list_lessons(), sep="\n")
         return 0
-    if args.name is None:
-        raise UsageError(f"name a lesson: {', '.join(LESSONS)} (or --list)")
-    results = run_lesson(args.name, args.frameworks)
-    print(format_lesson(args.name, results))
-    return 1 if any(r["status"] == "failed" for r in results.values()) else 0
+    if (args.name is None) == (not args.all):
+        raise UsageError(f"name one lesson ({', '.join(LESSONS)}), or give --all or --list")
+    failed = False
+    for i, name in enumerate(list(LESSONS) if args.all else [args.name]):
+        results = run_lesson(name, args.frameworks)
+        print(("\n" if i else "") + format_lesson(name, results), flush=True)
+        if args.out:
+            print(f"  (recorded in {save_results(name, results, args.out)})")
+        failed |= any(r["status"] == "failed" for r in results.values())
+    return 1 if failed else 0
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -392,6 +480,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from harness.data import DataError
+    from harness.report.docs import DocsError
     from harness.runner import UsageError
     from harness.spec import SpecError
 
@@ -406,10 +495,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_lesson(args)
         if args.command == "explain":
             return cmd_explain(args)
+        if args.command == "docs":
+            return cmd_docs(args)
+        if args.command == "reference":
+            return cmd_reference(args)
         if args.command == "bench":
             return cmd_bench(args, argv)
         return cmd_list() if args.command == "list" else cmd_run(args, argv)
-    except (SpecError, DataError, UsageError) as err:
+    except (SpecError, DataError, UsageError, DocsError) as err:
         # user errors: one clear message, no traceback
         print(f"rosetta: error: {err}", file=sys.stderr)
         return 2

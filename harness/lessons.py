@@ -16,6 +16,7 @@ import textwrap
 import traceback
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from harness.cell import emit
@@ -186,6 +187,24 @@ def run_lesson(
         lambda info: {"module": sibling_module(info, "lessons"), "function": lesson.function},
         timeout_s,
     )
+
+
+def save_results(name: str, results: dict[str, Result], out_dir: str | Path) -> Path:
+    """Record a lesson's results in ``OUT_DIR/lessons.jsonl``, one line per framework,
+    replacing what an earlier run of the same lesson wrote there (the lesson pages in
+    ``docs/`` cite the reference run's)."""
+    path = Path(out_dir) / "lessons.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    kept = []
+    if path.is_file():
+        kept = [
+            line
+            for line in path.read_text().splitlines()
+            if line.strip() and json.loads(line).get("lesson") != name
+        ]
+    new = [json.dumps({"lesson": name, "framework": fw, **r}) for fw, r in results.items()]
+    path.write_text("".join(line + "\n" for line in [*kept, *new]))
+    return path
 
 
 # --------------------------------------------------------------------------- showing

@@ -105,3 +105,47 @@ def test_check_usage_errors(capsys):
     assert "allowed: float64, float32" in error_of(["check", "--dtype", "float16"], capsys)
     assert "allowed: torch, tf, jax" in error_of(["check", "--frameworks", "mxnet"], capsys)
     assert "at least 1" in error_of(["check", "--steps", "0"], capsys)
+
+
+def test_reference_empties_the_folder_then_runs_every_step_in_order(tmp_path, monkeypatch):
+    from harness import cli
+
+    out = tmp_path / "reference"
+    (out / "logs").mkdir(parents=True)
+    for name in ("records.jsonl", "equivalence.jsonl", "lessons.jsonl", "keep.txt"):
+        (out / name).write_text("old\n")
+    calls = []
+
+    def step(name, code=0):
+        def fake(args, *rest):
+            assert not (out / "records.jsonl").exists() and not (out / "logs").exists()
+            calls.append(
+                (
+                    name,
+                    getattr(args, "out", None)
+                    or getattr(args, "run_dir", None)
+                    or getattr(args, "reference", None),
+                    getattr(args, "tasks", None),
+                )
+            )
+            return code
+
+        return fake
+
+    for name in ("run", "check", "lesson", "report"):
+        monkeypatch.setattr(cli, f"cmd_{name}", step(name))
+    monkeypatch.setattr(cli, "cmd_docs", step("docs", code=1))
+    assert main(["reference", "--out", str(out), "--quiet"]) == 1  # docs reported problems
+    assert calls == [
+        ("run", str(out), ["all"]),
+        ("check", str(out), ["all"]),
+        ("lesson", str(out), None),
+        ("report", str(out), None),
+        ("docs", str(out), None),
+    ]
+    assert (out / "keep.txt").exists()  # only what the steps write is removed
+
+
+def test_docs_without_a_reference_run_says_how_to_make_one(tmp_path, capsys):
+    assert main(["docs", "--check", "--reference", str(tmp_path)]) == 2
+    assert "rosetta reference" in capsys.readouterr().err

@@ -4,6 +4,7 @@ the worker's "not installed" path with every framework blocked."""
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 
 from harness.backend import BACKENDS
 from harness.cli import main
-from harness.lessons import LESSONS, format_lesson
+from harness.lessons import LESSONS, format_lesson, save_results
 from harness.runner import sibling_module
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -133,3 +134,35 @@ def test_worker_turns_a_lessons_error_into_a_failed_result(tmp_path):
     run = run_worker("harness.lessons", cfg, thread_env(0), 60, tmp_path / "log")
     assert run.record["status"] == "failed"
     assert "no_such_lesson_function" in run.record["error"]
+
+
+def test_all_lessons_are_recorded_with_out(tmp_path):
+    """--all --out runs every lesson and keeps one line per lesson and framework;
+    a second run of one lesson replaces its lines and keeps the others'."""
+    script = BLOCKED.replace(
+        'main(["lesson", "autograd"])', f'main(["lesson", "--all", "--out", {str(tmp_path)!r}])'
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    path = tmp_path / "lessons.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [(r["lesson"], r["framework"]) for r in rows] == [
+        (name, fw) for name in LESSONS for fw in BACKENDS
+    ]
+    assert {r["status"] for r in rows} == {"unavailable"}
+    for name in LESSONS:
+        assert format_lesson(name, {}).splitlines()[0] in out.stdout
+    fresh = {"torch": {"status": "ok", "values": autograd_values(3.0, "accumulated", "g")}}
+    save_results("autograd", fresh, tmp_path)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [(r["lesson"], r["framework"]) for r in rows] == [
+        *((n, fw) for n in LESSONS if n != "autograd" for fw in BACKENDS),
+        ("autograd", "torch"),
+    ]
+    assert rows[-1]["values"]["grad_twice"] == [[3.0, 3.0], [3.0, 3.0]]
+
+
+def test_lesson_needs_a_name_or_all_not_both(capsys):
+    assert "--all" in error_of(["lesson", "autograd", "--all"], capsys)
