@@ -143,10 +143,36 @@ def names(
     return Dataset(x_tr, y_tr, x_te, y_te, len(countries), info)
 
 
+MNIST_SIZE = 28
+
+
+def block_mean(images: np.ndarray, size: int) -> np.ndarray:
+    """``[n, 28, 28]`` images averaged down to ``size`` x ``size``: the centre
+    ``k*size`` square (``k`` the largest whole factor that fits) in k x k blocks,
+    as scikit-learn's 8x8 digits were made from their 32x32 bitmaps."""
+    n, side = images.shape[0], images.shape[1]
+    k = side // size
+    if k < 1:
+        raise DataError(f"mnist: size = {size} is larger than the images' {side} pixels")
+    start = (side - k * size) // 2
+    crop = images[:, start : start + k * size, start : start + k * size]
+    return crop.reshape(n, size, k, size, k).mean(axis=(2, 4))
+
+
+def _mnist_size(params: dict[str, Any]) -> int:
+    size = params.get("size", MNIST_SIZE)
+    if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MNIST_SIZE:
+        raise DataError(
+            f"mnist: size must be a whole number of pixels from 1 to {MNIST_SIZE}, not {size!r}"
+        )
+    return size
+
+
 def mnist(
     params: dict[str, Any], test_fraction: float, seed: int, directory: Path | None
 ) -> Dataset:
-    """MNIST from IDX files: train + t10k when both are there, else t10k split in two."""
+    """MNIST from IDX files: train + t10k when both are there, else t10k split in two.
+    ``size`` (default 28) averages the images down, for a model made for 8x8 digits."""
     assert directory is not None
     check_mnist(directory)
     t_img = find(directory, "t10k-images-idx3-ubyte")
@@ -172,6 +198,10 @@ def mnist(
             f"only the 10k test set was found: split stratified into {len(tr)} train / "
             f"{len(te)} held-back test, seed {seed}"
         )
+    size = _mnist_size(params)
+    if size != MNIST_SIZE:
+        x_tr, x_te = block_mean(x_tr, size), block_mean(x_te, size)
+        split += f"; averaged down to {size}x{size}"
     x_tr, x_te = standardize(x_tr, x_te)
     info = {
         "source": f"MNIST IDX files in {directory}",
@@ -204,6 +234,10 @@ def diabetes(
     return Dataset(x[tr], y[tr], x[te], y[te], 2, info)
 
 
-register(DatasetInfo("mnist", mnist, lambda p: (28, 28, 1), MNIST_HINT, True, check_mnist))
+register(
+    DatasetInfo(
+        "mnist", mnist, lambda p: (_mnist_size(p),) * 2 + (1,), MNIST_HINT, True, check_mnist
+    )
+)
 register(DatasetInfo("diabetes", diabetes, lambda p: (8,), DIABETES_HINT, True, check_diabetes))
 register(DatasetInfo("names", names, text.seq_shape(20), NAMES_HINT, True, check_names))

@@ -92,6 +92,28 @@ def test_real_mnist_t10k_layout(shared_data):
     assert set(ds.info["files"].values()) == {"verified"}
 
 
+def test_mnist_averaged_down_for_a_model_of_8x8_digits(shared_data):
+    spec = DataSpec(dataset="digits", real="mnist", real_params={"size": 8}, seed=0)
+    assert data.sample_shape(spec, shared_data / "mnist") == (8, 8, 1)
+    ds = data.load(spec, shared_data / "mnist")
+    assert ds.x_train.shape == (8000, 8, 8, 1) and ds.x_test.shape == (2000, 8, 8, 1)
+    assert "averaged down to 8x8" in ds.info["split"]
+    assert abs(float(ds.x_train.mean())) < 1e-3  # standardized after averaging
+    with pytest.raises(data.DataError, match="size must be a whole number"):
+        data.sample_shape(DataSpec(dataset="digits", real="mnist", real_params={"size": 40}), ".")
+
+
+def test_block_mean_averages_the_centre_in_whole_blocks():
+    from harness.data.files import block_mean
+
+    images = np.arange(2 * 7 * 7, dtype=float).reshape(2, 7, 7)
+    out = block_mean(images, 3)  # k = 2: the centre 6x6 starting at 0, in 2x2 blocks
+    assert out.shape == (2, 3, 3)
+    assert out[0, 0, 0] == np.mean(images[0, 0:2, 0:2])
+    assert out[1, 2, 1] == np.mean(images[1, 4:6, 2:4])
+    assert np.array_equal(block_mean(images, 7), images)
+
+
 def test_real_diabetes(shared_data):
     ds = data.load(
         DataSpec(dataset="breast_cancer", real="diabetes"), shared_data / "pytorchzerotoall"
