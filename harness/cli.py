@@ -13,7 +13,7 @@ from harness.spec import DEFAULT_TASKS
 
 EPILOG = """examples:
   rosetta list
-  rosetta run                                        # every task x framework x eager/graph
+  rosetta run                                        # the default tasks x framework x mode
   rosetta run --tasks lenet,softmax_mlp --frameworks torch,jax --modes eager,graph
   rosetta run --tasks lenet --data-dir ../shared/data/mnist
   rosetta run --spec my_task.toml
