@@ -210,12 +210,13 @@ def save_results(name: str, results: dict[str, Result], out_dir: str | Path) -> 
 # --------------------------------------------------------------------------- showing
 
 
-def _show(value: Any) -> str:
+def show_value(value: Any) -> str:
+    """A lesson's value as its table shows it (``rosetta lesson`` and the docs)."""
     """A value compactly: 1.5 not 1.50000, [[3, 3], [3, 3]] for a 2x2 of 3.0."""
     if isinstance(value, float):
         return f"{value:g}"
     if isinstance(value, list):
-        return "[" + ", ".join(_show(v) for v in value) + "]"
+        return "[" + ", ".join(show_value(v) for v in value) + "]"
     return str(value)
 
 
@@ -225,7 +226,7 @@ def _table(lesson: Lesson, results: dict[str, Result]) -> list[str]:
     columns = []
     for result in results.values():
         if result["status"] == "ok":
-            cells = [_show(result["values"].get(key, "-")) for _, key in lesson.rows]
+            cells = [show_value(result["values"].get(key, "-")) for _, key in lesson.rows]
         else:
             cells = ["not installed" if result["status"] == "unavailable" else "failed"]
             cells += ["-"] * (len(lesson.rows) - 1)  # why: in the lines beneath the table

@@ -50,6 +50,8 @@ from typing import Any
 
 import pandas as pd
 
+from harness.report import tables
+from harness.report.render import markdown_table
 from harness.report.tables import latest_per_cell
 from harness.results import load_records
 
@@ -58,6 +60,7 @@ DOCS_DIR = ROOT / "docs"
 REFERENCE_DIR = ROOT / "results" / "reference"
 LESSONS_FILE = "lessons.jsonl"
 AGGREGATES = ("max", "min", "count")
+TEXT_COLUMNS = {"target", "error", "equivalence", "test_metric", "status"}
 
 # VALUE<!--ref KEY FORMAT?-->: the value is the run of characters just before the
 # marker that cannot end or open Markdown markup.
@@ -89,6 +92,7 @@ class Reference:
     summary: dict[tuple[str, str, str], dict] = field(default_factory=dict)
     checks: list[dict] = field(default_factory=list)
     lessons: dict[tuple[str, str], dict] = field(default_factory=dict)
+    frame: pd.DataFrame | None = None  # report.csv, as the report's tables take it
 
     @classmethod
     def load(cls, path: str | Path = REFERENCE_DIR) -> Reference:
@@ -105,6 +109,9 @@ class Reference:
                 ref.records[(r["task"], r["framework"], r["mode"])] = r
         if (path / "report.csv").is_file():
             df = pd.read_csv(path / "report.csv")
+            for column in TEXT_COLUMNS & set(df.columns):  # an empty cell is None, not NaN
+                df[column] = df[column].astype(object).where(df[column].notna(), None)
+            ref.frame = df[df["device"] == "cpu"] if "device" in df else df
             for row in df.to_dict("records"):
                 if row.get("device", "cpu") == "cpu":
                     clean = {k: (None if _missing(v) else v) for k, v in row.items()}
@@ -184,30 +191,15 @@ class Reference:
     # ----------------------------------------------------------------- blocks
 
     def measured(self, tasks: list[str], page_dir: Path) -> str:
-        """A task's rows of the reference summary, then its figures."""
-        columns = {
-            "framework": "framework",
-            "mode": "mode",
-            "status": "status",
-            "test_metric": "metric",
-            "test_value": "test",
-            "first_step_s": "first step s",
-            "step_median_ms": "step ms",
-            "speedup_vs_eager": "graph speed-up",
-            "break_even_steps": "break-even steps",
-            "equivalence": "equivalence",
-        }
+        """A task's rows of the reference report's summary table, then its figures."""
         lines = []
         for task in tasks:
-            rows = [row for (t, _, _), row in self.summary.items() if t == task]
-            if not rows:
+            rows = self.frame[self.frame["task"] == task] if self.frame is not None else []
+            if len(rows) == 0:
                 raise DocsError(f"measured {task}: the reference run has no cell of {task!r}")
+            shown = tables.display_table(rows.reset_index(drop=True)).drop(columns="task")
             lines += [f"**{task}** (reference run, `results/reference/`):", ""]
-            lines.append("| " + " | ".join(columns.values()) + " |")
-            lines.append("|" + "---|" * len(columns))
-            for row in rows:
-                lines.append("| " + " | ".join(_cell(row.get(c), c) for c in columns) + " |")
-            lines.append("")
+            lines += [markdown_table(shown), ""]
             for name in (f"curves_{task}.png", f"layer_{task}.png"):
                 figure = self.path / "figures" / name
                 if figure.is_file():
@@ -234,8 +226,8 @@ class Reference:
                 elif r["status"] != "ok":
                     shown.append(r["status"])
                 else:
-                    value = _cell(r.get("test_value"), "test_value")
-                    shown.append(f"{value} · {_cell(r.get('step_median_ms'), 'step_median_ms')} ms")
+                    test = "-" if r.get("test_value") is None else f"{r['test_value']:.4f}"
+                    shown.append(f"{test} · {tables.num(r.get('step_median_ms'))} ms")
             lines.append(f"| {task} | {metric} | " + " | ".join(shown) + " |")
         return "\n".join(lines) + "\n"
 
@@ -247,18 +239,20 @@ class Reference:
                 f"lesson {name}: the reference run has no results of it "
                 f"(rosetta lesson {name} --out {self.path} records them)"
             )
-        from harness.lessons import get_lesson
+        from harness.lessons import get_lesson, show_value
 
         lesson = get_lesson(name)
         heads = [f"{fw} {r.get('version', '')}".strip() for fw, r in results.items()]
-        lines = ["| | " + " | ".join(heads) + " |", "|---|" + "---|" * len(results)]
-        for label, key in lesson.rows:
-            cells = [
-                _escape(_short(r["values"].get(key, "-"))) if r["status"] == "ok" else r["status"]
-                for r in results.values()
+        cells = {
+            head: [
+                _short(show_value(r["values"].get(key, "-")))
+                if r["status"] == "ok"
+                else r["status"]
+                for _, key in lesson.rows
             ]
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
-        return "\n".join(lines) + "\n"
+            for head, r in zip(heads, results.values(), strict=True)
+        }
+        return markdown_table(pd.DataFrame({"": [label for label, _ in lesson.rows], **cells}))
 
 
 def _cell_order(cell: tuple[str, str]) -> tuple[int, int]:
@@ -326,32 +320,9 @@ def show(value: Any, spec: str = "") -> str:
     return format(value, ".4g")
 
 
-CELL_FORMATS = {
-    "first_step_s": ".3g",
-    "step_median_ms": ".3g",
-    "speedup_vs_eager": ".3g",
-    "test_value": ".4f",
-    "break_even_steps": ".0f",
-}
-
-
-def _cell(value: Any, column: str) -> str:
-    if isinstance(value, float) and math.isfinite(value) and column in CELL_FORMATS:
-        return show(value, CELL_FORMATS[column])
-    return _escape(show(value))
-
-
-def _short(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, list):
-        return "[" + ", ".join(_short(v) for v in value) + "]"
-    text = str(value)
-    return text if len(text) <= 120 else text[:117] + "..."
-
-
-def _escape(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+def _short(text: str, limit: int = 120) -> str:
+    text = text.replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _relative(target: Path, start: Path) -> str:

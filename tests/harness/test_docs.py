@@ -6,43 +6,36 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from harness.report.docs import DocsError, Reference, problems, refresh, uncited
+from harness.report.tables import summary_table
 
 
-def _record(task, fw, mode, accuracy, traces=0):
+def _record(task, fw, mode, accuracy, step_s, first_s, traces=0):
     return {
         "task": task, "framework": fw, "mode": mode, "device": "cpu", "status": "ok",
-        "metrics": {"accuracy": accuracy}, "stats": {"traces": traces},
+        "metrics": {"accuracy": accuracy}, "stats": {"traces": traces}, "init": "shared",
         "curve": [{"epoch": 1, "test_loss": 0.9}, {"epoch": 2, "test_loss": 0.5}],
         "versions": {fw: "1.0"}, "weights": {"fc.kernel": [[0.25]], "fc.bias": [0.5]},
+        "step_median_s": step_s, "step_iqr_s": step_s / 10, "first_step_s": first_s,
+        "target": {"metric": "accuracy", "value": 0.95}, "time_to_target_s": 1.5,
+        "epochs_to_target": 2,
     }  # fmt: skip
 
 
 @pytest.fixture
 def ref_dir(tmp_path: Path) -> Path:
+    """A reference folder written as `rosetta reference` writes one: records, the
+    report's CSV (summary_table, as write_report saves it), checks, lessons."""
     ref = tmp_path / "reference"
     ref.mkdir()
     records = [
-        _record("lenet", "torch", "eager", 0.97125),
-        _record("lenet", "torch", "graph", 0.97125, traces=1),
-        _record("lenet", "jax", "graph", 0.9702, traces=1),
+        _record("lenet", "torch", "eager", 0.97125, 0.006, 0.01),
+        _record("lenet", "torch", "graph", 0.97125, 0.012, 9.0, traces=1),
+        _record("lenet", "jax", "graph", 0.9702, 0.004, 0.5, traces=1),
     ]
     (ref / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    pd.DataFrame(
-        [
-            {"task": "lenet", "framework": "torch", "mode": "eager", "device": "cpu",
-             "status": "ok", "test_metric": "accuracy", "test_value": 0.97125,
-             "step_median_ms": 6.0, "speedup_vs_eager": None, "first_step_s": 0.01,
-             "break_even_steps": None, "equivalence": "pass"},
-            {"task": "lenet", "framework": "torch", "mode": "graph", "device": "cpu",
-             "status": "ok", "test_metric": "accuracy", "test_value": 0.97125,
-             "step_median_ms": 12.0, "speedup_vs_eager": 0.5, "first_step_s": 9.0,
-             "break_even_steps": float("inf"), "equivalence": "pass"},
-        ]
-    ).to_csv(ref / "report.csv", index=False)  # fmt: skip
     checks = [
         {"task": "lenet", "dtype": "float32", "a": "torch/eager", "b": "jax/graph",
          "status": "pass", "max_rel": 3e-6},
@@ -50,6 +43,7 @@ def ref_dir(tmp_path: Path) -> Path:
          "status": "pass", "max_rel": 8e-6},
     ]  # fmt: skip
     (ref / "equivalence.jsonl").write_text("".join(json.dumps(r) + "\n" for r in checks))
+    summary_table(records, checks).to_csv(ref / "report.csv", index=False)
     lessons = [
         {"lesson": "autograd", "framework": "torch", "status": "ok", "version": "torch 1.0",
          "values": {"grad_once": [[1.5, 1.5], [1.5, 1.5]], "grad_twice": [[3.0, 3.0], [3.0, 3.0]]}},
@@ -151,13 +145,16 @@ def test_generated_blocks(ref_dir, tmp_path):
     out = refresh(text, ref, page_dir)
     measured = out.split("<!-- end -->")[0]
     assert "old" not in measured
-    assert "| torch | graph | ok | accuracy | 0.9712 | 9 | 12 | 0.5 | never | pass |" in measured
+    assert (
+        "| torch | graph | ok | accuracy 0.9712 | 1.50 | 2 | 9.00 | 12.0 (1.20) | 0.50x | never | pass |"
+        in measured
+    )
     assert "![lenet: curves](../reference/figures/curves_lenet.png)" in measured
     assert 'name = "lenet"' in out and "```toml" in out
     assert 'def show(value: Any, spec: str = "") -> str:' in out
     assert "| dt/dx, 1 call | [[1.5, 1.5], [1.5, 1.5]] |" in out
-    assert "| task | metric | torch eager | torch graph |" in out
-    assert "| lenet | accuracy | 0.9712 · 6 ms | 0.9712 · 12 ms |" in out
+    assert "| task | metric | torch eager | torch graph | jax graph |" in out
+    assert "| lenet | accuracy | 0.9712 · 6.00 ms | 0.9712 · 12.0 ms | 0.9702 · 4.00 ms |" in out
     last = out.split("<!-- begin source harness/report/docs.py show 'if")[1]
     assert (
         '```python\nif isinstance(value, float) and math.isinf(value):\n    return "never"\n```'
