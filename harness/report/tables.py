@@ -256,7 +256,8 @@ def _to_target(row: Any, value: Any, fmt) -> str:
     if pd.notna(value):
         return fmt(value)
     # "not reached" only means something for a cell that finished and had a target
-    return "not reached" if row.status == "ok" and row.target else "-"
+    # (a missing target is NaN in the frame, which is truthy: ask for the text)
+    return "not reached" if row.status == "ok" and isinstance(row.target, str) else "-"
 
 
 def _note(error: Any) -> str:

@@ -310,3 +310,13 @@ def test_the_report_shows_the_final_agreement_with_the_task_files_tolerance(tmp_
         in md
     )
     assert 'id="agreement"' in paths["html"].read_text()
+
+
+def test_a_task_without_a_target_shows_no_time_to_target():
+    records = [
+        record("a", "eager", median_s=0.01, target=None, time_to_target_s=None),
+        record("a", "graph", median_s=0.01, time_to_target_s=None),  # a target, missed
+    ]
+    shown = display_table(summary_table(records))
+    assert list(shown["to target s"]) == ["-", "not reached"]
+    assert list(shown["to target epochs"]) == ["-", "not reached"]
