@@ -35,7 +35,10 @@ from harness.runner import Cell, run_cell_process, run_worker, thread_env
 from harness.spec import TASKS_DIR, TaskSpec, load_spec, resolve_task
 
 BENCH_TASKS = TASKS_DIR / "bench"
-MATMUL_N = 2048
+# the roofline's ceiling: the best of these n x n float32 matmuls in the cell's process
+# (TF's 2048 runs at 110 GFLOP/s here where its 1024 runs at 146, torch's and JAX's
+# at 160-170 for both)
+MATMUL_SIZES = (1024, 2048)
 MIN_STEPS = 200  # steady-state steps behind each median
 OVERHEAD_CASES = (("mlp", 128), ("lenet", 64))
 ROOFLINE_CASES = (("mlp", 256), ("mlp", 1024), ("lenet", 64), ("lenet", 256))
@@ -70,10 +73,10 @@ def bench_spec(task: str, batch: int, min_steps: int = MIN_STEPS) -> TaskSpec:
     return spec.model_copy(update={"recipe": recipe})
 
 
-def harness_cell(m: Measure, out: Path, matmul_n: int = 0) -> dict[str, Any]:
+def harness_cell(m: Measure, out: Path, matmul_sizes: tuple[int, ...] = ()) -> dict[str, Any]:
     """The harness's own cell for a measurement (its record)."""
     spec = bench_spec(m.task, m.batch)
-    cell = Cell(spec, m.task, m.framework, m.mode, threads=m.threads, matmul_n=matmul_n)
+    cell = Cell(spec, m.task, m.framework, m.mode, threads=m.threads, matmul_sizes=matmul_sizes)
     return run_cell_process(cell, "bench", out / "logs" / f"{_slug(m)}-harness.log")
 
 
@@ -98,8 +101,10 @@ def _step_s(record: dict[str, Any]) -> float | None:
 
 
 # hand-written loops with no harness mode of their own, compared with one that has:
-# Keras' model.fit against the harness's custom tf.function step
-MINIMAL_ONLY = {"tf": {"fit": "graph"}}
+# Keras' model.fit against the harness's custom tf.function step, and Flax's
+# functional API under jax.jit (the form the harness's backend uses; the NNX
+# tutorials' nnx.jit step is the graph mode's loop) against the harness's jit step
+MINIMAL_ONLY = {"tf": {"fit": "graph"}, "jax": {"functional": "graph"}}
 
 
 def overhead(
@@ -138,7 +143,7 @@ def roofline(
         for fw in frameworks:
             for mode in _modes(fw, modes):
                 m = Measure(task, batch, fw, mode, threads)
-                record = harness_cell(m, out, matmul_n=MATMUL_N)
+                record = harness_cell(m, out, matmul_sizes=MATMUL_SIZES)
                 step, peak = _step_s(record), record.get("matmul_flops")
                 achieved = None if not step else flops / step
                 row = {
@@ -210,6 +215,48 @@ def run_bench(
     return rows
 
 
+# --------------------------------------------------------------------------- stability
+
+STABLE_WITHIN = 0.10  # two invocations' ratios may differ by this much, relative
+RATIO_OF = {"overhead": "ratio", "roofline": "fraction", "scaling": "step_ms"}
+KEY = ("benchmark", "task", "batch", "framework", "mode", "minimal_mode", "threads")
+
+
+def read_rows(folder: Path) -> list[dict[str, Any]]:
+    """A bench folder's rows (``bench.jsonl``); the last of a measurement measured twice."""
+    path = Path(folder) / "bench.jsonl"
+    if not path.is_file():
+        from harness.runner import UsageError
+
+        raise UsageError(
+            f"{path} does not exist: --against takes a folder an earlier `rosetta bench "
+            "--out DIR` wrote"
+        )
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return list({tuple(r.get(k) for k in KEY): r for r in rows}.values())
+
+
+def stability(rows: list[dict[str, Any]], earlier: list[dict[str, Any]]) -> pd.DataFrame:
+    """Each measurement's figure (the overhead ratio, the roofline fraction, the
+    scaling step time) in this invocation against an earlier one's: ``change`` is
+    now / before - 1, and ``stable`` whether it is within ``STABLE_WITHIN``."""
+    before = {tuple(r.get(k) for k in KEY): r for r in earlier}
+    out = []
+    for r in rows:
+        b = before.get(tuple(r.get(k) for k in KEY))
+        field = RATIO_OF[r["benchmark"]]
+        now, then = r.get(field), None if b is None else b.get(field)
+        change = now / then - 1 if now and then else None
+        out.append({
+            "benchmark": r["benchmark"], "task": r["task"], "batch": r["batch"],
+            "framework": r["framework"], "mode": r["mode"],
+            "minimal_mode": r.get("minimal_mode"), "figure": field,
+            "before": then, "now": now, "change": change,
+            "stable": None if change is None else abs(change) <= STABLE_WITHIN,
+        })  # fmt: skip
+    return pd.DataFrame(out)
+
+
 # --------------------------------------------------------------------------- tables
 
 
@@ -230,7 +277,9 @@ def tables(rows: list[dict[str, Any]]) -> dict[str, pd.DataFrame]:
     return out
 
 
-def write_markdown(rows: list[dict[str, Any]], out: Path, command: str) -> Path:
+def write_markdown(
+    rows: list[dict[str, Any]], out: Path, command: str, stable: pd.DataFrame | None = None
+) -> Path:
     from harness.report.plots import png, scaling_figure
     from harness.report.render import markdown_table
 
@@ -238,9 +287,13 @@ def write_markdown(rows: list[dict[str, Any]], out: Path, command: str) -> Path:
     notes = {
         "overhead": "ratio: the harness's median step over the minimal loop's (same model, "
         "batch, optimizer and threads, each in its own process); 1.0 means no overhead. "
-        "minimal_mode fit: Keras' model.fit, against the harness's own tf.function step.",
+        "minimal_mode fit: Keras' model.fit, against the harness's own tf.function step; "
+        "functional: Flax's functional API under jax.jit (nnx.split once, nnx.merge in the "
+        "step), against the harness's jit step, where graph is the NNX tutorials' nnx.jit.",
         "roofline": "fraction: the step's FLOP/s (matrix products counted from the spec, "
-        f"3x forward) over a {MATMUL_N}x{MATMUL_N} float32 matmul's, timed in the same process.",
+        "3x forward) over the best float32 matmul's of sizes "
+        + " and ".join(f"{n}x{n}" for n in MATMUL_SIZES)
+        + ", timed in the same process.",
         "scaling": "the MLP's step time and throughput as the batch grows.",
     }
     for name, df in tables(rows).items():
@@ -250,6 +303,14 @@ def write_markdown(rows: list[dict[str, Any]], out: Path, command: str) -> Path:
         fig = scaling_figure(pd.DataFrame(scaling_rows))
         (out / "scaling.png").write_bytes(png(fig))
         parts += ["![scaling](scaling.png)", ""]
+    if stable is not None and not stable.empty:
+        shown = stable.drop(columns="minimal_mode" if stable["minimal_mode"].isna().all() else [])
+        parts += [
+            "## stability", "", markdown_table(shown.round(4)), "",
+            f"Each figure against the same measurement's in an earlier invocation (--against): "
+            f"change is now / before - 1; stable when within {STABLE_WITHIN:.0%}. "
+            f"{int(stable['stable'].fillna(False).sum())} of {len(stable)} are stable.", "",
+        ]  # fmt: skip
     path = out / "bench.md"
     path.write_text("\n".join(parts))
     return path

@@ -162,6 +162,12 @@ def parser() -> argparse.ArgumentParser:
         "--threads", type=int, default=0, help="intra-op threads per process (0: default)"
     )
     b.add_argument("--out", help="write bench.jsonl and bench.md here instead of results/<id>/")
+    b.add_argument(
+        "--against",
+        metavar="DIR",
+        help="an earlier bench's folder: print how much each ratio moved since, and whether "
+        "it held within 10%%",
+    )
     rp = sub.add_parser(
         "report",
         help="write a run folder's report: report.html, report.md (+ figures/), report.csv",
@@ -398,7 +404,15 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace, argv: list[str]) -> int:
-    from harness.bench import BENCHMARKS, run_bench, tables, write_markdown
+    from harness.bench import (
+        BENCHMARKS,
+        STABLE_WITHIN,
+        read_rows,
+        run_bench,
+        stability,
+        tables,
+        write_markdown,
+    )
     from harness.results import ResultStore
     from harness.runner import UsageError
 
@@ -411,6 +425,7 @@ def cmd_bench(args: argparse.Namespace, argv: list[str]) -> int:
     for mode in args.modes:
         if mode not in MODES:
             raise UsageError(f"unknown mode {mode!r}; allowed: {', '.join(MODES)}")
+    earlier = read_rows(Path(args.against)) if args.against else None
     store = ResultStore(args.out)
     print(f"rosetta bench: {', '.join(args.benchmarks)}; results in {store.dir}/", flush=True)
 
@@ -424,7 +439,12 @@ def cmd_bench(args: argparse.Namespace, argv: list[str]) -> int:
     rows = run_bench(args.benchmarks, args.frameworks, args.modes, store.dir, args.threads, say)
     for name, df in tables(rows).items():
         print(f"\n{name}\n{df.to_string(index=False)}")
-    path = write_markdown(rows, store.dir, shlex.join(["rosetta", *argv]))
+    stable = None if earlier is None else stability(rows, earlier)
+    if stable is not None:
+        held = int(stable["stable"].fillna(False).sum())
+        print(f"\nstability against {args.against}: {held} of {len(stable)} within "
+              f"{STABLE_WITHIN:.0%}\n{stable.round(4).to_string(index=False)}")  # fmt: skip
+    path = write_markdown(rows, store.dir, shlex.join(["rosetta", *argv]), stable)
     print(f"\nbench: {store.dir / 'bench.jsonl'}\n       {path}")
     return 0
 

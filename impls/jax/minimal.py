@@ -1,13 +1,14 @@
 """The training loop a Flax NNX user would write, for ``rosetta bench overhead``.
 
 Reads ``{"model": "mlp" | "lenet", "batch": B, "steps": N, "mode": "eager" |
-"graph"}`` on stdin, trains N steps on random numpy data and emits the step-time
-summary. Written as Flax's NNX tutorials write it: an ``nnx.Module``, an
-``nnx.Optimizer``, ``nnx.value_and_grad`` and ``optimizer.update`` in a train
-step that graph mode wraps in ``nnx.jit`` (eager mode calls it as is). An optional
-``"style": "functional"`` runs the same step through Flax's functional API under
-``jax.jit`` instead, the form with the least Python on each call (and the one the
-harness's backend uses).
+"graph" | "functional"}`` on stdin, trains N steps on random numpy data and emits
+the step-time summary. Written as Flax's NNX tutorials write it: an ``nnx.Module``,
+an ``nnx.Optimizer``, ``nnx.value_and_grad`` and ``optimizer.update`` in a train
+step that graph mode wraps in ``nnx.jit`` (eager mode calls it as is). Mode
+"functional" runs the same step through Flax's functional API under ``jax.jit``
+instead (``nnx.split`` once, ``nnx.merge`` inside the step), the form Flax's
+performance guide recommends for the least Python on each call, and the one the
+harness's backend uses.
 """
 
 import json
@@ -93,12 +94,12 @@ def make_step(model, tx, graph: bool, style: str):
 
 
 def run(cfg: dict) -> dict:
-    """Train ``cfg["steps"]`` steps; the step-time summary. ``cfg["style"]``: "nnx"
-    (the default) or "functional", see ``make_step``."""
-    batch, steps = cfg["batch"], cfg["steps"]
+    """Train ``cfg["steps"]`` steps; the step-time summary."""
+    batch, steps, mode = cfg["batch"], cfg["steps"], cfg["mode"]
     model = {"mlp": MLP, "lenet": LeNet}[cfg["model"]](rngs=nnx.Rngs(0))
     tx = optax.sgd(0.02, momentum=0.9)
-    step = make_step(model, tx, cfg["mode"] == "graph", cfg.get("style", "nnx"))
+    style = "functional" if mode == "functional" else "nnx"
+    step = make_step(model, tx, mode != "eager", style)
 
     rng = np.random.default_rng(0)
     x_all = rng.random((2048, 28, 28, 1), dtype=np.float32)
@@ -110,10 +111,9 @@ def run(cfg: dict) -> dict:
         t0 = time.perf_counter()
         x = jnp.asarray(x_all[start : start + batch])
         y = jnp.asarray(y_all[start : start + batch])
-        loss = step(x, y)
-        float(loss)  # a host read: waits for the step
+        loss = float(step(x, y))  # a host read: waits for the step
         times.append(time.perf_counter() - t0)
-    return {**step_summary(times), "steps": steps}
+    return {**step_summary(times), "steps": steps, "last_loss": loss}
 
 
 def main() -> None:

@@ -726,3 +726,23 @@ def test_control_flow_lesson_breaks_the_graph_and_torch_cond_does_not():
     assert values["breaks"] == "1 graph break; 3 graphs" and values["error"] == "-"
     assert values["remedy_negative"] == [-2.0, -3.0, -4.0]
     assert any("fullgraph=True refuses" in line for line in values["graph"])
+
+
+@pytest.mark.parametrize("task", ["mlp", "lenet"])
+def test_spec_counted_flops_match_torch_flop_counter(task):
+    # the roofline's FLOPs come from the spec (harness/flops.py); PyTorch's own
+    # counter, on one eager training step, counts the same matrix products exactly
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from harness.bench import bench_spec
+    from harness.flops import train_step_flops
+
+    spec = bench_spec(task, 16)
+    shape = sample_shape(spec.data)
+    be = backend(dtype="float32")
+    state = be.build(spec, shape, canonical_weights(spec, shape, "float32"))
+    rng = np.random.default_rng(0)
+    batch = Batch(rng.random((16, *shape), dtype=np.float32), rng.integers(0, 10, 16))
+    with FlopCounterMode(display=False) as counter:
+        be.train_step(state, batch)
+    assert counter.get_total_flops() == train_step_flops(spec, shape, 16)

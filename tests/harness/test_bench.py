@@ -22,7 +22,7 @@ def test_bench_spec_sets_batch_and_enough_steps():
 
 
 def test_overhead_ratio_is_harness_over_minimal(monkeypatch, tmp_path):
-    monkeypatch.setattr(bench, "harness_cell", lambda m, out, matmul_n=0: {
+    monkeypatch.setattr(bench, "harness_cell", lambda m, out, matmul_sizes=(): {
         "status": "ok", "step_median_s": 0.011})  # fmt: skip
     monkeypatch.setattr(bench, "minimal_loop", lambda m, out: {"step_median_s": 0.010})
     rows = bench.run_bench(["overhead"], ["torch"], ["eager"], tmp_path)
@@ -31,17 +31,17 @@ def test_overhead_ratio_is_harness_over_minimal(monkeypatch, tmp_path):
 
 
 def test_roofline_fraction_uses_spec_flops_and_same_process_matmul(monkeypatch, tmp_path):
-    monkeypatch.setattr(bench, "harness_cell", lambda m, out, matmul_n=0: {
+    monkeypatch.setattr(bench, "harness_cell", lambda m, out, matmul_sizes=(): {
         "status": "ok", "step_median_s": 0.01, "matmul_flops": 2e11})  # fmt: skip
     monkeypatch.setattr(bench, "ROOFLINE_CASES", (("lenet", 64),))
     (row,) = bench.run_bench(["roofline"], ["jax"], ["graph"], tmp_path)
-    flops = 3 * 64 * 934_400  # see test_flops.py
+    flops = 64 * (2 * 288_000 + 3 * (934_400 - 288_000))  # see test_flops.py
     assert row["achieved_gflops"] == pytest.approx(flops / 0.01 / 1e9)
     assert row["fraction"] == pytest.approx(flops / 0.01 / 2e11)
 
 
 def test_a_failed_measurement_keeps_its_reason(monkeypatch, tmp_path):
-    monkeypatch.setattr(bench, "harness_cell", lambda m, out, matmul_n=0: {
+    monkeypatch.setattr(bench, "harness_cell", lambda m, out, matmul_sizes=(): {
         "status": "failed", "error": "boom"})  # fmt: skip
     monkeypatch.setattr(bench, "minimal_loop", lambda m, out: {"error": "crashed"})
     rows = bench.run_bench(["overhead"], ["tf"], ["graph"], tmp_path)
@@ -73,7 +73,7 @@ def test_bench_rejects_unknown_names(capsys):
 
 
 def test_rows_are_json(tmp_path, monkeypatch):
-    monkeypatch.setattr(bench, "harness_cell", lambda m, out, matmul_n=0: {"status": "ok"})
+    monkeypatch.setattr(bench, "harness_cell", lambda m, out, matmul_sizes=(): {"status": "ok"})
     bench.run_bench(["scaling"], ["torch"], ["eager"], tmp_path)
     rows = [json.loads(x) for x in (tmp_path / "bench.jsonl").read_text().splitlines()]
     assert [r["batch"] for r in rows] == list(bench.SCALING_BATCHES)
@@ -81,7 +81,7 @@ def test_rows_are_json(tmp_path, monkeypatch):
 
 def test_keras_fit_is_compared_with_the_harness_graph_step(monkeypatch, tmp_path):
     seen = []
-    monkeypatch.setattr(bench, "harness_cell", lambda m, out, matmul_n=0: {
+    monkeypatch.setattr(bench, "harness_cell", lambda m, out, matmul_sizes=(): {
         "status": "ok", "step_median_s": 0.002})  # fmt: skip
     monkeypatch.setattr(bench, "minimal_loop", lambda m, out: seen.append(m.mode) or {
         "step_median_s": 0.004})  # fmt: skip
@@ -89,3 +89,42 @@ def test_keras_fit_is_compared_with_the_harness_graph_step(monkeypatch, tmp_path
     assert seen == ["graph", "fit"] * 2
     fit = [r for r in rows if r["minimal_mode"] == "fit"]
     assert len(fit) == 2 and fit[0]["mode"] == "graph" and fit[0]["ratio"] == pytest.approx(0.5)
+
+
+def test_jax_graph_is_compared_with_both_the_nnx_and_the_functional_loop(monkeypatch, tmp_path):
+    seen = []
+    monkeypatch.setattr(bench, "harness_cell", lambda m, out, matmul_sizes=(): {
+        "status": "ok", "step_median_s": 0.002})  # fmt: skip
+    monkeypatch.setattr(bench, "minimal_loop", lambda m, out: seen.append(m.mode) or {
+        "step_median_s": 0.002})  # fmt: skip
+    rows = bench.run_bench(["overhead"], ["jax"], ["eager", "graph"], tmp_path)
+    assert seen == ["eager", "graph", "functional"] * 2
+    assert {(r["mode"], r["minimal_mode"]) for r in rows} == {
+        ("eager", "eager"),
+        ("graph", "graph"),
+        ("graph", "functional"),
+    }
+
+
+def _overhead_row(framework: str, ratio: float | None, mode: str = "graph") -> dict:
+    return {"benchmark": "overhead", "task": "mlp", "batch": 128, "framework": framework,
+            "mode": mode, "threads": 0, "minimal_mode": mode, "harness_ms": 1.0,
+            "minimal_ms": 1.0, "ratio": ratio}  # fmt: skip
+
+
+def test_stability_compares_each_ratio_with_the_same_measurement_before(tmp_path):
+    before = [_overhead_row("torch", 1.00), _overhead_row("tf", 1.00), _overhead_row("jax", 0.9)]
+    now = [_overhead_row("torch", 1.05), _overhead_row("tf", 1.20), _overhead_row("jax", None),
+           _overhead_row("torch", 1.0, mode="eager")]  # fmt: skip
+    df = bench.stability(now, before)
+    assert df["change"].tolist()[:2] == pytest.approx([0.05, 0.20])
+    assert df["stable"].tolist() == [True, False, None, None]  # no figure, or none before
+    path = bench.write_markdown(now, tmp_path, "rosetta bench --against x", df)
+    assert "## stability" in path.read_text() and "1 of 4 are stable" in path.read_text()
+
+
+def test_against_reads_the_last_of_each_measurement_and_names_a_missing_folder(tmp_path):
+    rows = [_overhead_row("torch", 1.3), _overhead_row("torch", 1.0)]
+    (tmp_path / "bench.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert [r["ratio"] for r in bench.read_rows(tmp_path)] == [1.0]
+    assert main(["bench", "overhead", "--against", str(tmp_path / "nope")]) == 2
