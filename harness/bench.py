@@ -31,7 +31,7 @@ from harness import data
 from harness.backend import BACKENDS, missing_packages
 from harness.data.batching import steps_per_epoch
 from harness.flops import train_step_flops
-from harness.runner import Cell, run_cell_process, run_worker, thread_env
+from harness.runner import Cell, UsageError, run_cell_process, run_worker, thread_env
 from harness.spec import TASKS_DIR, TaskSpec, load_spec, resolve_task
 
 BENCH_TASKS = TASKS_DIR / "bench"
@@ -226,24 +226,26 @@ def read_rows(folder: Path) -> list[dict[str, Any]]:
     """A bench folder's rows (``bench.jsonl``); the last of a measurement measured twice."""
     path = Path(folder) / "bench.jsonl"
     if not path.is_file():
-        from harness.runner import UsageError
-
         raise UsageError(
             f"{path} does not exist: --against takes a folder an earlier `rosetta bench "
             "--out DIR` wrote"
         )
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return list({tuple(r.get(k) for k in KEY): r for r in rows}.values())
+    return list({_key(r): r for r in rows}.values())
+
+
+def _key(row: dict[str, Any]) -> tuple:
+    return tuple(row.get(k) for k in KEY)
 
 
 def stability(rows: list[dict[str, Any]], earlier: list[dict[str, Any]]) -> pd.DataFrame:
     """Each measurement's figure (the overhead ratio, the roofline fraction, the
     scaling step time) in this invocation against an earlier one's: ``change`` is
     now / before - 1, and ``stable`` whether it is within ``STABLE_WITHIN``."""
-    before = {tuple(r.get(k) for k in KEY): r for r in earlier}
+    before = {_key(r): r for r in earlier}
     out = []
     for r in rows:
-        b = before.get(tuple(r.get(k) for k in KEY))
+        b = before.get(_key(r))
         field = RATIO_OF[r["benchmark"]]
         now, then = r.get(field), None if b is None else b.get(field)
         change = now / then - 1 if now and then else None
@@ -290,8 +292,9 @@ def write_markdown(
         "minimal_mode fit: Keras' model.fit, against the harness's own tf.function step; "
         "functional: Flax's functional API under jax.jit (nnx.split once, nnx.merge in the "
         "step), against the harness's jit step, where graph is the NNX tutorials' nnx.jit.",
-        "roofline": "fraction: the step's FLOP/s (matrix products counted from the spec, "
-        "3x forward) over the best float32 matmul's of sizes "
+        "roofline": "fraction: the step's FLOP/s (matrix products counted from the spec: "
+        "3x forward, 2x for a layer no trainable layer precedes) over the best float32 "
+        "matmul's of sizes "
         + " and ".join(f"{n}x{n}" for n in MATMUL_SIZES)
         + ", timed in the same process.",
         "scaling": "the MLP's step time and throughput as the batch grows.",

@@ -79,12 +79,18 @@ def test_rows_are_json(tmp_path, monkeypatch):
     assert [r["batch"] for r in rows] == list(bench.SCALING_BATCHES)
 
 
-def test_keras_fit_is_compared_with_the_harness_graph_step(monkeypatch, tmp_path):
-    seen = []
+def _timed(monkeypatch, harness_s: float, minimal_s: float) -> list[str]:
+    """Fake cells and minimal loops of these step times; the minimal modes run."""
+    seen: list[str] = []
     monkeypatch.setattr(bench, "harness_cell", lambda m, out, matmul_sizes=(): {
-        "status": "ok", "step_median_s": 0.002})  # fmt: skip
+        "status": "ok", "step_median_s": harness_s})  # fmt: skip
     monkeypatch.setattr(bench, "minimal_loop", lambda m, out: seen.append(m.mode) or {
-        "step_median_s": 0.004})  # fmt: skip
+        "step_median_s": minimal_s})  # fmt: skip
+    return seen
+
+
+def test_keras_fit_is_compared_with_the_harness_graph_step(monkeypatch, tmp_path):
+    seen = _timed(monkeypatch, 0.002, 0.004)
     rows = bench.run_bench(["overhead"], ["tf"], ["graph"], tmp_path)
     assert seen == ["graph", "fit"] * 2
     fit = [r for r in rows if r["minimal_mode"] == "fit"]
@@ -92,11 +98,7 @@ def test_keras_fit_is_compared_with_the_harness_graph_step(monkeypatch, tmp_path
 
 
 def test_jax_graph_is_compared_with_both_the_nnx_and_the_functional_loop(monkeypatch, tmp_path):
-    seen = []
-    monkeypatch.setattr(bench, "harness_cell", lambda m, out, matmul_sizes=(): {
-        "status": "ok", "step_median_s": 0.002})  # fmt: skip
-    monkeypatch.setattr(bench, "minimal_loop", lambda m, out: seen.append(m.mode) or {
-        "step_median_s": 0.002})  # fmt: skip
+    seen = _timed(monkeypatch, 0.002, 0.002)
     rows = bench.run_bench(["overhead"], ["jax"], ["eager", "graph"], tmp_path)
     assert seen == ["eager", "graph", "functional"] * 2
     assert {(r["mode"], r["minimal_mode"]) for r in rows} == {
