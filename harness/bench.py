@@ -13,6 +13,12 @@ Three benchmarks, every cell in its own process, one at a time:
 * **scaling**: step time and FLOP/s against the batch size, to show where each
   framework and mode stops being bound by per-step overhead.
 
+With ``rounds`` above one every measurement is taken that many times, each in a fresh
+process, and its figure is the median over the rounds. The overhead's two loops run in
+alternating order (harness then minimal, then minimal then harness, ...), and each
+round's ratio is taken from its own adjacent pair: this machine's speed drifts by tens of
+percent over minutes, and a ratio of two processes far apart in time measures the drift.
+
 Results go to ``bench.jsonl`` and ``bench.md`` (tables and a figure) in the run folder.
 """
 
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,17 +80,19 @@ def bench_spec(task: str, batch: int, min_steps: int = MIN_STEPS) -> TaskSpec:
     return spec.model_copy(update={"recipe": recipe})
 
 
-def harness_cell(m: Measure, out: Path, matmul_sizes: tuple[int, ...] = ()) -> dict[str, Any]:
+def harness_cell(
+    m: Measure, out: Path, matmul_sizes: tuple[int, ...] = (), round_: int = 0
+) -> dict[str, Any]:
     """The harness's own cell for a measurement (its record)."""
     spec = bench_spec(m.task, m.batch)
     cell = Cell(spec, m.task, m.framework, m.mode, threads=m.threads, matmul_sizes=matmul_sizes)
-    return run_cell_process(cell, "bench", out / "logs" / f"{_slug(m)}-harness.log")
+    return run_cell_process(cell, "bench", out / "logs" / f"{_slug(m)}-r{round_}-harness.log")
 
 
-def minimal_loop(m: Measure, out: Path, steps: int = MIN_STEPS) -> dict[str, Any]:
+def minimal_loop(m: Measure, out: Path, steps: int = MIN_STEPS, round_: int = 0) -> dict[str, Any]:
     """The hand-written loop's result: ``{"step_median_s": ...}`` or ``{"error": ...}``."""
     cfg = {"model": m.task, "batch": m.batch, "steps": steps, "mode": m.mode}
-    log = out / "logs" / f"{_slug(m)}-minimal.log"
+    log = out / "logs" / f"{_slug(m)}-r{round_}-minimal.log"
     result = run_worker(
         f"impls.{m.framework}.minimal", cfg, thread_env(m.threads), 900.0, log, lambda e: None
     )
@@ -100,6 +109,19 @@ def _step_s(record: dict[str, Any]) -> float | None:
     return record.get("step_median_s") if record.get("status", "ok") == "ok" else None
 
 
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def _spread(values: list[float]) -> float | None:
+    """(max - min) / median over the rounds: how far apart the rounds fell."""
+    return (max(values) - min(values)) / statistics.median(values) if len(values) > 1 else None
+
+
+def _error(records: Iterable[dict[str, Any]]) -> str | None:
+    return next((r["error"] for r in records if r.get("error")), None)
+
+
 # hand-written loops with no harness mode of their own, compared with one that has:
 # Keras' model.fit against the harness's custom tf.function step, and Flax's
 # functional API under jax.jit (the form the harness's backend uses; the NNX
@@ -108,7 +130,12 @@ MINIMAL_ONLY = {"tf": {"fit": "graph"}, "jax": {"functional": "graph"}}
 
 
 def overhead(
-    frameworks: Iterable[str], modes: Iterable[str], threads: int, out: Path, say: Callable
+    frameworks: Iterable[str],
+    modes: Iterable[str],
+    threads: int,
+    out: Path,
+    say: Callable,
+    rounds: int = 1,
 ) -> list[dict[str, Any]]:
     rows = []
     for task, batch in OVERHEAD_CASES:
@@ -118,23 +145,44 @@ def overhead(
                       if ours in modes]  # fmt: skip
             for their_mode, mode in pairs:
                 m = Measure(task, batch, fw, mode, threads)
-                mine = harness_cell(m, out)
-                theirs = minimal_loop(Measure(task, batch, fw, their_mode, threads), out)
-                h, u = _step_s(mine), theirs.get("step_median_s")
+                yours = Measure(task, batch, fw, their_mode, threads)
+                mine, theirs = [], []
+                for r in range(rounds):
+                    # alternate which loop runs first, so that a drift in the machine's
+                    # speed falls on both loops alike over the rounds
+                    if r % 2:
+                        theirs.append(minimal_loop(yours, out, round_=r))
+                    mine.append(harness_cell(m, out, round_=r))
+                    if not r % 2:
+                        theirs.append(minimal_loop(yours, out, round_=r))
+                h = [_step_s(x) for x in mine]
+                u = [x.get("step_median_s") for x in theirs]
+                ratios = [a / b for a, b in zip(h, u, strict=True) if a and b]
                 row = {
                     "benchmark": "overhead", **m.__dict__, "minimal_mode": their_mode,
-                    "harness_ms": None if h is None else 1000 * h,
-                    "minimal_ms": None if u is None else 1000 * u,
-                    "ratio": None if not (h and u) else h / u,
-                    "error": mine.get("error") if h is None else theirs.get("error"),
+                    "harness_ms": _ms(_median([a for a in h if a])),
+                    "minimal_ms": _ms(_median([b for b in u if b])),
+                    "ratio": _median(ratios), "rounds": len(ratios), "ratios": ratios,
+                    "spread": _spread(ratios), "error": _error(mine) or _error(theirs),
+                    "harness_ms_rounds": [_ms(a) for a in h],
+                    "minimal_ms_rounds": [_ms(b) for b in u],
                 }  # fmt: skip
                 say(row)
                 rows.append(row)
     return rows
 
 
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else 1000 * seconds
+
+
 def roofline(
-    frameworks: Iterable[str], modes: Iterable[str], threads: int, out: Path, say: Callable
+    frameworks: Iterable[str],
+    modes: Iterable[str],
+    threads: int,
+    out: Path,
+    say: Callable,
+    rounds: int = 1,
 ) -> list[dict[str, Any]]:
     rows = []
     for task, batch in ROOFLINE_CASES:
@@ -143,18 +191,25 @@ def roofline(
         for fw in frameworks:
             for mode in _modes(fw, modes):
                 m = Measure(task, batch, fw, mode, threads)
-                record = harness_cell(m, out, matmul_sizes=MATMUL_SIZES)
-                step, peak = _step_s(record), record.get("matmul_flops")
-                achieved = None if not step else flops / step
+                records = [harness_cell(m, out, MATMUL_SIZES, round_=r) for r in range(rounds)]
+                ok = [x for x in records if _step_s(x) and x.get("matmul_flops")]
+                # each round's fraction is its own process's step against its own matmul
+                fractions = [flops / _step_s(x) / x["matmul_flops"] for x in ok]
+                step = _median([_step_s(x) for x in ok])
+                peak = _median([x["matmul_flops"] for x in ok])
                 row = {
                     "benchmark": "roofline", **m.__dict__,
-                    "step_ms": None if step is None else 1000 * step,
+                    "step_ms": _ms(step),
                     "step_gflop": flops / 1e9,
-                    "achieved_gflops": None if achieved is None else achieved / 1e9,
+                    "achieved_gflops": None if not step else flops / step / 1e9,
                     "matmul_gflops": None if not peak else peak / 1e9,
-                    "fraction": None if not (achieved and peak) else achieved / peak,
-                    "peak_rss_mb": record.get("peak_rss_mb"),
-                    "error": record.get("error"),
+                    "fraction": _median(fractions), "rounds": len(fractions),
+                    "fractions": fractions, "spread": _spread(fractions),
+                    "step_ms_rounds": [_ms(_step_s(x)) for x in records],
+                    "matmul_gflops_rounds": [x.get("matmul_flops", 0) / 1e9 for x in records],
+                    "peak_rss_mb": _median([x["peak_rss_mb"] for x in records
+                                            if x.get("peak_rss_mb")]),
+                    "error": _error(records),
                 }  # fmt: skip
                 say(row)
                 rows.append(row)
@@ -162,7 +217,12 @@ def roofline(
 
 
 def scaling(
-    frameworks: Iterable[str], modes: Iterable[str], threads: int, out: Path, say: Callable
+    frameworks: Iterable[str],
+    modes: Iterable[str],
+    threads: int,
+    out: Path,
+    say: Callable,
+    rounds: int = 1,
 ) -> list[dict[str, Any]]:
     rows = []
     for batch in SCALING_BATCHES:
@@ -171,12 +231,15 @@ def scaling(
         for fw in frameworks:
             for mode in _modes(fw, modes):
                 m = Measure("mlp", batch, fw, mode, threads)
-                step = _step_s(harness_cell(m, out))
+                records = [harness_cell(m, out, round_=r) for r in range(rounds)]
+                steps = [s for s in map(_step_s, records) if s]
+                step = _median(steps)
                 row = {
                     "benchmark": "scaling", **m.__dict__,
-                    "step_ms": None if step is None else 1000 * step,
+                    "step_ms": _ms(step),
                     "samples_per_s": None if not step else batch / step,
                     "achieved_gflops": None if not step else flops / step / 1e9,
+                    "rounds": len(steps), "spread": _spread(steps), "error": _error(records),
                 }  # fmt: skip
                 say(row)
                 rows.append(row)
@@ -197,9 +260,13 @@ def run_bench(
     out: Path,
     threads: int = 0,
     say: Callable[[dict], None] = lambda row: None,
+    rounds: int = 1,
 ) -> list[dict[str, Any]]:
-    """Run the named benchmarks; every row is appended to ``out/bench.jsonl`` as it
-    is measured, so an interrupted bench keeps what it has."""
+    """Run the named benchmarks, each measurement ``rounds`` times; every row is
+    appended to ``out/bench.jsonl`` as it is measured, so an interrupted bench keeps
+    what it has."""
+    if rounds < 1:
+        raise UsageError(f"--rounds must be 1 or more, not {rounds}")
     out.mkdir(parents=True, exist_ok=True)
     installed = [f for f in frameworks if not missing_packages(BACKENDS[f])]
     rows: list[dict[str, Any]] = []
@@ -211,7 +278,7 @@ def run_bench(
         say(row)
 
     for name in benchmarks:
-        RUNNERS[name](installed, modes, threads, out, keep)
+        RUNNERS[name](installed, modes, threads, out, keep, rounds)
     return rows
 
 
@@ -268,14 +335,18 @@ def tables(rows: list[dict[str, Any]]) -> dict[str, pd.DataFrame]:
     out = {}
     for name, columns in (
         ("overhead", ["task", "batch", "framework", "mode", "minimal_mode", "harness_ms",
-                      "minimal_ms", "ratio"]),
+                      "minimal_ms", "ratio", "spread"]),
         ("roofline", ["task", "batch", "framework", "mode", "step_ms", "achieved_gflops",
-                      "matmul_gflops", "fraction"]),
-        ("scaling", ["batch", "framework", "mode", "step_ms", "samples_per_s", "achieved_gflops"]),
+                      "matmul_gflops", "fraction", "spread"]),
+        ("scaling", ["batch", "framework", "mode", "step_ms", "samples_per_s", "achieved_gflops",
+                     "spread"]),
     ):  # fmt: skip
         part = df[df["benchmark"] == name] if not df.empty else df
         if not part.empty:
-            out[name] = part[columns].round(3).reset_index(drop=True)
+            shown = [
+                c for c in columns if c in part and not (c == "spread" and part[c].isna().all())
+            ]
+            out[name] = part[shown].round(3).reset_index(drop=True)
     return out
 
 
@@ -299,6 +370,13 @@ def write_markdown(
         + ", timed in the same process.",
         "scaling": "the MLP's step time and throughput as the batch grows.",
     }
+    rounds = max((r.get("rounds") or 1 for r in rows), default=1)
+    if rounds > 1:
+        parts += [
+            f"Each figure is the median of {rounds} rounds, each round in fresh processes "
+            "(the overhead's two loops in alternating order, each round's ratio from its own "
+            "pair); spread is (max - min) / median over the rounds.", "",
+        ]  # fmt: skip
     for name, df in tables(rows).items():
         parts += [f"## {name}", "", markdown_table(df), "", notes[name], ""]
     scaling_rows = [r for r in rows if r["benchmark"] == "scaling"]
@@ -308,6 +386,11 @@ def write_markdown(
         parts += ["![scaling](scaling.png)", ""]
     if stable is not None and not stable.empty:
         shown = stable.drop(columns="minimal_mode" if stable["minimal_mode"].isna().all() else [])
+        shown = (
+            shown.assign(minimal_mode=shown["minimal_mode"].fillna(""))
+            if "minimal_mode" in shown
+            else shown
+        )
         parts += [
             "## stability", "", markdown_table(shown.round(4)), "",
             f"Each figure against the same measurement's in an earlier invocation (--against): "

@@ -27,6 +27,15 @@ EPILOG = """examples:
 """
 
 
+def _short(value: object) -> str:
+    """A bench row's value as the progress line shows it: floats to four digits."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list):
+        return "[" + " ".join(_short(v) for v in value) + "]"
+    return str(value)
+
+
 def _csv(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
@@ -160,6 +169,13 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--modes", type=_csv, default=["eager", "graph"], help="comma-separated")
     b.add_argument(
         "--threads", type=int, default=0, help="intra-op threads per process (0: default)"
+    )
+    b.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="take every measurement this many times, each in fresh processes (the "
+        "overhead's two loops in alternating order), and report the median and the spread",
     )
     b.add_argument("--out", help="write bench.jsonl and bench.md here instead of results/<id>/")
     b.add_argument(
@@ -425,18 +441,23 @@ def cmd_bench(args: argparse.Namespace, argv: list[str]) -> int:
     for mode in args.modes:
         if mode not in MODES:
             raise UsageError(f"unknown mode {mode!r}; allowed: {', '.join(MODES)}")
+    if args.rounds < 1:
+        raise UsageError(f"--rounds must be 1 or more, not {args.rounds}")
     earlier = read_rows(Path(args.against)) if args.against else None
     store = ResultStore(args.out)
     print(f"rosetta bench: {', '.join(args.benchmarks)}; results in {store.dir}/", flush=True)
 
     def say(row: dict) -> None:
         shown = {
-            k: v for k, v in row.items() if v is not None and k not in ("benchmark", "threads")
+            k: v
+            for k, v in row.items()
+            if v is not None and k not in ("benchmark", "threads") and not k.endswith("_rounds")
         }
-        print("  " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                              for k, v in shown.items()), flush=True)  # fmt: skip
+        print("  " + ", ".join(f"{k} {_short(v)}" for k, v in shown.items()), flush=True)
 
-    rows = run_bench(args.benchmarks, args.frameworks, args.modes, store.dir, args.threads, say)
+    rows = run_bench(
+        args.benchmarks, args.frameworks, args.modes, store.dir, args.threads, say, args.rounds
+    )
     for name, df in tables(rows).items():
         print(f"\n{name}\n{df.to_string(index=False)}")
     stable = None if earlier is None else stability(rows, earlier)

@@ -22,16 +22,16 @@ def test_bench_spec_sets_batch_and_enough_steps():
 
 
 def test_overhead_ratio_is_harness_over_minimal(monkeypatch, tmp_path):
-    monkeypatch.setattr(bench, "harness_cell", lambda m, out, matmul_sizes=(): {
+    monkeypatch.setattr(bench, "harness_cell", lambda m, out, *a, **k: {
         "status": "ok", "step_median_s": 0.011})  # fmt: skip
-    monkeypatch.setattr(bench, "minimal_loop", lambda m, out: {"step_median_s": 0.010})
+    monkeypatch.setattr(bench, "minimal_loop", lambda m, out, **k: {"step_median_s": 0.010})
     rows = bench.run_bench(["overhead"], ["torch"], ["eager"], tmp_path)
     assert [r["ratio"] for r in rows] == pytest.approx([1.1, 1.1])
     assert len((tmp_path / "bench.jsonl").read_text().splitlines()) == 2
 
 
 def test_roofline_fraction_uses_spec_flops_and_same_process_matmul(monkeypatch, tmp_path):
-    monkeypatch.setattr(bench, "harness_cell", lambda m, out, matmul_sizes=(): {
+    monkeypatch.setattr(bench, "harness_cell", lambda m, out, *a, **k: {
         "status": "ok", "step_median_s": 0.01, "matmul_flops": 2e11})  # fmt: skip
     monkeypatch.setattr(bench, "ROOFLINE_CASES", (("lenet", 64),))
     (row,) = bench.run_bench(["roofline"], ["jax"], ["graph"], tmp_path)
@@ -41,9 +41,9 @@ def test_roofline_fraction_uses_spec_flops_and_same_process_matmul(monkeypatch, 
 
 
 def test_a_failed_measurement_keeps_its_reason(monkeypatch, tmp_path):
-    monkeypatch.setattr(bench, "harness_cell", lambda m, out, matmul_sizes=(): {
+    monkeypatch.setattr(bench, "harness_cell", lambda m, out, *a, **k: {
         "status": "failed", "error": "boom"})  # fmt: skip
-    monkeypatch.setattr(bench, "minimal_loop", lambda m, out: {"error": "crashed"})
+    monkeypatch.setattr(bench, "minimal_loop", lambda m, out, **k: {"error": "crashed"})
     rows = bench.run_bench(["overhead"], ["tf"], ["graph"], tmp_path)
     assert rows[0]["ratio"] is None and rows[0]["error"] == "boom"
 
@@ -73,7 +73,7 @@ def test_bench_rejects_unknown_names(capsys):
 
 
 def test_rows_are_json(tmp_path, monkeypatch):
-    monkeypatch.setattr(bench, "harness_cell", lambda m, out, matmul_sizes=(): {"status": "ok"})
+    monkeypatch.setattr(bench, "harness_cell", lambda m, out, *a, **k: {"status": "ok"})
     bench.run_bench(["scaling"], ["torch"], ["eager"], tmp_path)
     rows = [json.loads(x) for x in (tmp_path / "bench.jsonl").read_text().splitlines()]
     assert [r["batch"] for r in rows] == list(bench.SCALING_BATCHES)
@@ -82,9 +82,9 @@ def test_rows_are_json(tmp_path, monkeypatch):
 def _timed(monkeypatch, harness_s: float, minimal_s: float) -> list[str]:
     """Fake cells and minimal loops of these step times; the minimal modes run."""
     seen: list[str] = []
-    monkeypatch.setattr(bench, "harness_cell", lambda m, out, matmul_sizes=(): {
+    monkeypatch.setattr(bench, "harness_cell", lambda m, out, *a, **k: {
         "status": "ok", "step_median_s": harness_s})  # fmt: skip
-    monkeypatch.setattr(bench, "minimal_loop", lambda m, out: seen.append(m.mode) or {
+    monkeypatch.setattr(bench, "minimal_loop", lambda m, out, **k: seen.append(m.mode) or {
         "step_median_s": minimal_s})  # fmt: skip
     return seen
 
@@ -130,3 +130,52 @@ def test_against_reads_the_last_of_each_measurement_and_names_a_missing_folder(t
     (tmp_path / "bench.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert [r["ratio"] for r in bench.read_rows(tmp_path)] == [1.0]
     assert main(["bench", "overhead", "--against", str(tmp_path / "nope")]) == 2
+
+
+def test_rounds_alternate_the_loops_and_take_the_median_of_each_pairs_ratio(monkeypatch, tmp_path):
+    order: list[str] = []
+    speed = iter([1.0, 1.0, 2.0, 2.0, 1.5, 1.5])  # the machine slows between rounds
+
+    def cell(m, out, *a, round_=0, **k):
+        order.append(f"h{round_}")
+        return {"status": "ok", "step_median_s": 0.0105 * next(speed)}
+
+    def loop(m, out, round_=0, **k):
+        order.append(f"m{round_}")
+        return {"step_median_s": 0.010 * next(speed)}
+
+    monkeypatch.setattr(bench, "harness_cell", cell)
+    monkeypatch.setattr(bench, "minimal_loop", loop)
+    monkeypatch.setattr(bench, "OVERHEAD_CASES", (("mlp", 128),))
+    (row,) = bench.run_bench(["overhead"], ["torch"], ["eager"], tmp_path, rounds=3)
+    assert order == ["h0", "m0", "m1", "h1", "h2", "m2"]
+    # each pair ran at one speed: every round's ratio is 1.05, though the speed doubled
+    assert row["ratios"] == pytest.approx([1.05] * 3) and row["ratio"] == pytest.approx(1.05)
+    assert row["rounds"] == 3 and row["spread"] == pytest.approx(0, abs=1e-12)
+    assert row["harness_ms"] == pytest.approx(10.5 * 1.5)  # the median round's
+
+
+def test_roofline_rounds_take_the_median_fraction_and_keep_a_failed_rounds_reason(
+    monkeypatch, tmp_path
+):
+    records = iter([
+        {"status": "ok", "step_median_s": 0.01, "matmul_flops": 2e11},
+        {"status": "failed", "error": "boom"},
+        {"status": "ok", "step_median_s": 0.02, "matmul_flops": 2e11},
+    ])  # fmt: skip
+    monkeypatch.setattr(bench, "harness_cell", lambda m, out, *a, **k: next(records))
+    monkeypatch.setattr(bench, "ROOFLINE_CASES", (("mlp", 256),))
+    (row,) = bench.run_bench(["roofline"], ["torch"], ["graph"], tmp_path, rounds=3)
+    assert row["rounds"] == 2 and row["error"] == "boom"
+    assert row["fraction"] == pytest.approx(sum(row["fractions"]) / 2)
+    assert row["fractions"][0] == pytest.approx(2 * row["fractions"][1])
+    assert row["spread"] == pytest.approx(0.5 / 0.75)
+    md = bench.write_markdown([row], tmp_path, "rosetta bench --rounds 3").read_text()
+    assert "median of 2 rounds" in md and "spread" in md
+
+
+def test_rounds_must_be_positive(tmp_path, capsys):
+    with pytest.raises(bench.UsageError, match="rounds"):
+        bench.run_bench(["overhead"], ["torch"], ["eager"], tmp_path, rounds=0)
+    assert main(["bench", "overhead", "--rounds", "0", "--out", str(tmp_path)]) == 2
+    assert "--rounds must be 1 or more" in capsys.readouterr().err
