@@ -111,10 +111,10 @@ class Backend(Protocol):
     def stats(self, state: State) -> dict[str, Any]:
         """Framework counters, e.g. {"traces": 1}; may be empty."""
 
-    def matmul_flops(self, n: int) -> float:
+    def matmul_flops(self, n: int, repeats: int = 10) -> float:
         """FLOP/s of an ``n x n`` float32 matmul on the cell's device, compiled in graph
-        modes, synced, median of repeated runs: the ceiling ``rosetta bench`` compares
-        the training step's FLOP/s with."""
+        modes, synced, median of ``repeats`` runs after warm-up: the ceiling ``rosetta
+        bench`` compares the training step's FLOP/s with."""
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """``rosetta bench``: the harness measured against the limits, as ratios taken in one run.
 
-Three benchmarks, every cell in its own process, one at a time:
+Three benchmarks, each measurement in its own process (``harness.paired``), one
+process at a time:
 
 * **overhead**: the harness's steady-state step time divided by the step time of a
   minimal hand-written loop (``impls/<fw>/minimal.py``: the same model, batch size
@@ -13,11 +14,12 @@ Three benchmarks, every cell in its own process, one at a time:
 * **scaling**: step time and FLOP/s against the batch size, to show where each
   framework and mode stops being bound by per-step overhead.
 
-With ``rounds`` above one every measurement is taken that many times, each in a fresh
-process, and its figure is the median over the rounds. The overhead's two loops run in
-alternating order (harness then minimal, then minimal then harness, ...), and each
-round's ratio is taken from its own adjacent pair: this machine's speed drifts by tens of
-percent over minutes, and a ratio of two processes far apart in time measures the drift.
+What is compared runs in turns in one process, blocks of steps alternating with
+each other (and with the matmul), and each ratio is a median over block pairs: this
+machine's speed drifts by tens of percent over seconds and minutes, and two
+processes timed one after the other measure that drift as much as the loops. With
+``rounds`` above one every measurement is taken in that many processes, and its
+figure is the median over them, with their spread.
 
 Results go to ``bench.jsonl`` and ``bench.md`` (tables and a figure) in the run folder.
 """
@@ -25,7 +27,6 @@ Results go to ``bench.jsonl`` and ``bench.md`` (tables and a figure) in the run 
 from __future__ import annotations
 
 import json
-import math
 import statistics
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from harness import data
 from harness.backend import BACKENDS, missing_packages
 from harness.data.batching import steps_per_epoch
 from harness.flops import train_step_flops
-from harness.runner import Cell, UsageError, run_cell_process, run_worker, thread_env
+from harness.runner import UsageError, run_worker, thread_env
 from harness.spec import TASKS_DIR, TaskSpec, load_spec, resolve_task
 
 BENCH_TASKS = TASKS_DIR / "bench"
@@ -46,7 +47,8 @@ BENCH_TASKS = TASKS_DIR / "bench"
 # (TF's 2048 runs at 110 GFLOP/s here where its 1024 runs at 146, torch's and JAX's
 # at 160-170 for both)
 MATMUL_SIZES = (1024, 2048)
-MIN_STEPS = 200  # steady-state steps behind each median
+BLOCKS = 8  # turns each loop takes in one bench process
+BLOCK_STEPS = 25  # steps per turn: 200 timed steps per loop and process
 OVERHEAD_CASES = (("mlp", 128), ("lenet", 64))
 ROOFLINE_CASES = (("mlp", 256), ("mlp", 1024), ("lenet", 64), ("lenet", 256))
 SCALING_BATCHES = (32, 64, 128, 256, 512, 1024)
@@ -64,38 +66,45 @@ class Measure:
     threads: int = 0
 
 
-def bench_spec(task: str, batch: int, min_steps: int = MIN_STEPS) -> TaskSpec:
-    """A task (the benchmark's own, else a built-in) at ``batch``, with enough epochs
-    for ``min_steps`` steps and one evaluation, at the end."""
+def bench_spec(task: str, batch: int) -> TaskSpec:
+    """A task (the benchmark's own, else a built-in) at ``batch``, with no target (the
+    bench process steps through its epochs for as long as it times)."""
     path = BENCH_TASKS / f"{task}.toml"
     spec = load_spec(path) if path.is_file() else resolve_task(task)
     n = len(data.load(spec.data).x_train)
-    per_epoch = steps_per_epoch(n, batch, True)
-    if per_epoch == 0:
+    if steps_per_epoch(n, batch, True) == 0:
         raise ValueError(f"{task}: batch {batch} is larger than its {n} training samples")
-    epochs = math.ceil(min_steps / per_epoch)
-    recipe = spec.recipe.model_copy(
-        update={"batch_size": batch, "epochs": epochs, "eval_every": epochs, "target": None}
-    )
+    recipe = spec.recipe.model_copy(update={"batch_size": batch, "target": None})
     return spec.model_copy(update={"recipe": recipe})
 
 
-def harness_cell(
-    m: Measure, out: Path, matmul_sizes: tuple[int, ...] = (), round_: int = 0
+def paired(
+    m: Measure,
+    out: Path,
+    minimal_mode: str | None = None,
+    matmul_sizes: tuple[int, ...] = (),
+    round_: int = 0,
+    blocks: int = BLOCKS,
+    block: int = BLOCK_STEPS,
 ) -> dict[str, Any]:
-    """The harness's own cell for a measurement (its record)."""
-    spec = bench_spec(m.task, m.batch)
-    cell = Cell(spec, m.task, m.framework, m.mode, threads=m.threads, matmul_sizes=matmul_sizes)
-    return run_cell_process(cell, "bench", out / "logs" / f"{_slug(m)}-r{round_}-harness.log")
-
-
-def minimal_loop(m: Measure, out: Path, steps: int = MIN_STEPS, round_: int = 0) -> dict[str, Any]:
-    """The hand-written loop's result: ``{"step_median_s": ...}`` or ``{"error": ...}``."""
-    cfg = {"model": m.task, "batch": m.batch, "steps": steps, "mode": m.mode}
-    log = out / "logs" / f"{_slug(m)}-r{round_}-minimal.log"
-    result = run_worker(
-        f"impls.{m.framework}.minimal", cfg, thread_env(m.threads), 900.0, log, lambda e: None
-    )
+    """One bench process (``harness.paired``): the harness's step, in turns with the
+    minimal loop's in ``minimal_mode`` and with the matmuls when asked; its result, or
+    ``{"error": ...}``."""
+    info = BACKENDS[m.framework]
+    missing = missing_packages(info)
+    if missing:
+        return {"error": f"{m.framework} is not installed (missing: {', '.join(missing)})"}
+    cfg = {
+        "spec": bench_spec(m.task, m.batch).model_dump(mode="json"),
+        "source": m.task, "framework": m.framework, "target": info.target, "mode": m.mode,
+        "threads": m.threads, "blocks": blocks, "block": block,
+        "matmul_sizes": list(matmul_sizes),
+        "minimal": None if minimal_mode is None
+        else {"model": m.task, "batch": m.batch, "mode": minimal_mode},
+        "minimal_module": f"impls.{m.framework}.minimal",
+    }  # fmt: skip
+    log = out / "logs" / f"{_slug(m)}-{minimal_mode or 'alone'}-r{round_}.log"
+    result = run_worker("harness.paired", cfg, thread_env(m.threads), 900.0, log, lambda e: None)
     if result.record is None:
         return {"error": f"{result.status}: {result.detail}"}
     return result.record
@@ -103,10 +112,6 @@ def minimal_loop(m: Measure, out: Path, steps: int = MIN_STEPS, round_: int = 0)
 
 def _slug(m: Measure) -> str:
     return f"{m.task}-b{m.batch}-{m.framework}-{m.mode}-t{m.threads}"
-
-
-def _step_s(record: dict[str, Any]) -> float | None:
-    return record.get("step_median_s") if record.get("status", "ok") == "ok" else None
 
 
 def _median(values: list[float]) -> float | None:
@@ -118,8 +123,16 @@ def _spread(values: list[float]) -> float | None:
     return (max(values) - min(values)) / statistics.median(values) if len(values) > 1 else None
 
 
-def _error(records: Iterable[dict[str, Any]]) -> str | None:
-    return next((r["error"] for r in records if r.get("error")), None)
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else 1000 * seconds
+
+
+def _error(results: Iterable[dict[str, Any]]) -> str | None:
+    return next((r["error"] for r in results if r.get("error")), None)
+
+
+def _ok(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in results if not r.get("error")]
 
 
 # hand-written loops with no harness mode of their own, compared with one that has:
@@ -145,35 +158,26 @@ def overhead(
                       if ours in modes]  # fmt: skip
             for their_mode, mode in pairs:
                 m = Measure(task, batch, fw, mode, threads)
-                yours = Measure(task, batch, fw, their_mode, threads)
-                mine, theirs = [], []
-                for r in range(rounds):
-                    # alternate which loop runs first, so that a drift in the machine's
-                    # speed falls on both loops alike over the rounds
-                    if r % 2:
-                        theirs.append(minimal_loop(yours, out, round_=r))
-                    mine.append(harness_cell(m, out, round_=r))
-                    if not r % 2:
-                        theirs.append(minimal_loop(yours, out, round_=r))
-                h = [_step_s(x) for x in mine]
-                u = [x.get("step_median_s") for x in theirs]
-                ratios = [a / b for a, b in zip(h, u, strict=True) if a and b]
+                results = [paired(m, out, their_mode, round_=r) for r in range(rounds)]
+                ok = _ok(results)
+                # a round's ratio: the median over its block pairs, each pair's two
+                # medians timed seconds apart in one process
+                ratios = [_median([h / u for h, u in zip(r["harness_block_s"],
+                                                         r["minimal_block_s"], strict=True)])
+                          for r in ok]  # fmt: skip
+                h = [_median(r["harness_block_s"]) for r in ok]
+                u = [_median(r["minimal_block_s"]) for r in ok]
                 row = {
                     "benchmark": "overhead", **m.__dict__, "minimal_mode": their_mode,
-                    "harness_ms": _ms(_median([a for a in h if a])),
-                    "minimal_ms": _ms(_median([b for b in u if b])),
+                    "harness_ms": _ms(_median(h)), "minimal_ms": _ms(_median(u)),
                     "ratio": _median(ratios), "rounds": len(ratios), "ratios": ratios,
-                    "spread": _spread(ratios), "error": _error(mine) or _error(theirs),
-                    "harness_ms_rounds": [_ms(a) for a in h],
-                    "minimal_ms_rounds": [_ms(b) for b in u],
+                    "spread": _spread(ratios), "error": _error(results),
+                    "harness_ms_rounds": [_ms(x) for x in h],
+                    "minimal_ms_rounds": [_ms(x) for x in u],
                 }  # fmt: skip
                 say(row)
                 rows.append(row)
     return rows
-
-
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else 1000 * seconds
 
 
 def roofline(
@@ -191,12 +195,16 @@ def roofline(
         for fw in frameworks:
             for mode in _modes(fw, modes):
                 m = Measure(task, batch, fw, mode, threads)
-                records = [harness_cell(m, out, MATMUL_SIZES, round_=r) for r in range(rounds)]
-                ok = [x for x in records if _step_s(x) and x.get("matmul_flops")]
-                # each round's fraction is its own process's step against its own matmul
-                fractions = [flops / _step_s(x) / x["matmul_flops"] for x in ok]
-                step = _median([_step_s(x) for x in ok])
-                peak = _median([x["matmul_flops"] for x in ok])
+                results = [paired(m, out, matmul_sizes=MATMUL_SIZES, round_=r)
+                           for r in range(rounds)]  # fmt: skip
+                ok = _ok(results)
+                # a round's fraction: the median over its turns, each turn's steps
+                # against the matmul timed right after them
+                fractions = [_median([flops / s / p for s, p in zip(r["harness_block_s"],
+                                                                  r["matmul_flops"], strict=True)])
+                             for r in ok]  # fmt: skip
+                step = _median([_median(r["harness_block_s"]) for r in ok])
+                peak = _median([_median(r["matmul_flops"]) for r in ok])
                 row = {
                     "benchmark": "roofline", **m.__dict__,
                     "step_ms": _ms(step),
@@ -205,11 +213,8 @@ def roofline(
                     "matmul_gflops": None if not peak else peak / 1e9,
                     "fraction": _median(fractions), "rounds": len(fractions),
                     "fractions": fractions, "spread": _spread(fractions),
-                    "step_ms_rounds": [_ms(_step_s(x)) for x in records],
-                    "matmul_gflops_rounds": [x.get("matmul_flops", 0) / 1e9 for x in records],
-                    "peak_rss_mb": _median([x["peak_rss_mb"] for x in records
-                                            if x.get("peak_rss_mb")]),
-                    "error": _error(records),
+                    "peak_rss_mb": _median([r["peak_rss_mb"] for r in ok if r.get("peak_rss_mb")]),
+                    "error": _error(results),
                 }  # fmt: skip
                 say(row)
                 rows.append(row)
@@ -231,15 +236,15 @@ def scaling(
         for fw in frameworks:
             for mode in _modes(fw, modes):
                 m = Measure("mlp", batch, fw, mode, threads)
-                records = [harness_cell(m, out, round_=r) for r in range(rounds)]
-                steps = [s for s in map(_step_s, records) if s]
+                results = [paired(m, out, round_=r) for r in range(rounds)]
+                steps = [_median(r["harness_block_s"]) for r in _ok(results)]
                 step = _median(steps)
                 row = {
                     "benchmark": "scaling", **m.__dict__,
                     "step_ms": _ms(step),
                     "samples_per_s": None if not step else batch / step,
                     "achieved_gflops": None if not step else flops / step / 1e9,
-                    "rounds": len(steps), "spread": _spread(steps), "error": _error(records),
+                    "rounds": len(steps), "spread": _spread(steps), "error": _error(results),
                 }  # fmt: skip
                 say(row)
                 rows.append(row)
@@ -359,7 +364,9 @@ def write_markdown(
     parts = ["# Rosetta bench", "", f"`{command}`", ""]
     notes = {
         "overhead": "ratio: the harness's median step over the minimal loop's (same model, "
-        "batch, optimizer and threads, each in its own process); 1.0 means no overhead. "
+        "batch, optimizer and threads), the two taking turns of "
+        f"{BLOCK_STEPS} steps in one process, {BLOCKS} turns each: the median over the "
+        "turn pairs of each pair's ratio; 1.0 means no overhead. "
         "minimal_mode fit: Keras' model.fit, against the harness's own tf.function step; "
         "functional: Flax's functional API under jax.jit (nnx.split once, nnx.merge in the "
         "step), against the harness's jit step, where graph is the NNX tutorials' nnx.jit.",
@@ -367,15 +374,15 @@ def write_markdown(
         "3x forward, 2x for a layer no trainable layer precedes) over the best float32 "
         "matmul's of sizes "
         + " and ".join(f"{n}x{n}" for n in MATMUL_SIZES)
-        + ", timed in the same process.",
+        + ", timed in the same process after each turn of steps (the median over the "
+        "turns of each turn's fraction).",
         "scaling": "the MLP's step time and throughput as the batch grows.",
     }
     rounds = max((r.get("rounds") or 1 for r in rows), default=1)
     if rounds > 1:
         parts += [
-            f"Each figure is the median of {rounds} rounds, each round in fresh processes "
-            "(the overhead's two loops in alternating order, each round's ratio from its own "
-            "pair); spread is (max - min) / median over the rounds.", "",
+            f"Each figure is the median of {rounds} rounds, each round a fresh process; "
+            "spread is (max - min) / median over the rounds.", "",
         ]  # fmt: skip
     for name, df in tables(rows).items():
         parts += [f"## {name}", "", markdown_table(df), "", notes[name], ""]

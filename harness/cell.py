@@ -39,6 +39,16 @@ class Diverged(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
+def timed_step(backend: Backend, state: Any, batch: Any) -> tuple[Any, list[float], float]:
+    """One training step as the harness times it: the new state, the loss values and
+    the seconds from the call to a host read of the loss (the step's device work is
+    done when it returns)."""
+    t0 = time.perf_counter()
+    state, loss = backend.train_step(state, batch)
+    values = [float(v) for v in (loss if isinstance(loss, tuple | list) else (loss,))]
+    return state, values, time.perf_counter() - t0
+
+
 def train(
     backend: Backend, state: Any, spec: TaskSpec, ds: data.Dataset, dtype: str, record: dict
 ) -> Any:
@@ -58,11 +68,8 @@ def train(
         losses: list[list[float]] = []
         first = len(step_s)
         for batch in recipe.batches(epoch):
-            t0 = time.perf_counter()
-            state, loss = backend.train_step(state, batch)
-            # a host read: the step's device work is done when it returns
-            values = [float(v) for v in (loss if isinstance(loss, tuple | list) else (loss,))]
-            step_s.append(time.perf_counter() - t0)
+            state, values, seconds = timed_step(backend, state, batch)
+            step_s.append(seconds)
             if not all(math.isfinite(v) for v in values):
                 record["steps"] = len(step_s)
                 shown = ", ".join(
@@ -158,12 +165,6 @@ def run_cell(cfg: dict[str, Any]) -> dict[str, Any]:
         record["final_train_loss"] = final["train_loss"]
         record["metrics"] = {k[5:]: v for k, v in final.items() if k.startswith("test_")}
         record["stats"] = backend.stats(state)
-        if cfg.get("matmul_sizes"):
-            # the roofline's ceiling, measured in this process with these threads: the
-            # best of the sizes (a framework's large matmuls need not all run alike)
-            by_n = {str(n): backend.matmul_flops(int(n)) for n in cfg["matmul_sizes"]}
-            record["matmul_flops_by_n"] = by_n
-            record["matmul_flops"] = max(by_n.values())
         if spec.recipe.report_weights:
             record["weights"] = {k: v.tolist() for k, v in backend.get_weights(state).items()}
         record["status"] = "ok"

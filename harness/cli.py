@@ -174,8 +174,8 @@ def parser() -> argparse.ArgumentParser:
         "--rounds",
         type=int,
         default=3,
-        help="take every measurement this many times, each in fresh processes (the "
-        "overhead's two loops in alternating order), and report the median and the spread",
+        help="take every measurement in this many fresh processes and report the median "
+        "and the spread",
     )
     b.add_argument("--out", help="write bench.jsonl and bench.md here instead of results/<id>/")
     b.add_argument(

@@ -54,8 +54,6 @@ class Cell:
     backend: BackendInfo | None = None  # None: the registry's entry for ``framework``
     extra_paths: tuple[str, ...] = field(default_factory=tuple)
     repeat: int = 0  # which of --repeats identical processes this is
-    # rosetta bench: also time n x n float32 matmuls of these sizes in the cell's process
-    matmul_sizes: tuple[int, ...] = ()
 
     @property
     def label(self) -> str:
@@ -298,7 +296,6 @@ def run_cell_process(
         "data_dir": cell.data_dir,
         "run_id": run_id,
         "extra_paths": list(cell.extra_paths),
-        "matmul_sizes": list(cell.matmul_sizes),
     }
     result = run_worker(
         "harness.cell", cfg, thread_env(cell.threads), cell.timeout_s, log_path, on_event

@@ -2,7 +2,8 @@
 
 Reads ``{"model": "mlp" | "lenet", "batch": B, "steps": N, "mode": "eager" |
 "graph" | "functional"}`` on stdin, trains N steps on random numpy data and emits
-the step-time summary. Written as Flax's NNX tutorials write it: an ``nnx.Module``,
+the step-time summary (``run``); ``rosetta bench`` takes the loop (``loop``) and
+runs it in turns with the harness's step, in one process. Written as Flax's NNX tutorials write it: an ``nnx.Module``,
 an ``nnx.Optimizer``, ``nnx.value_and_grad`` and ``optimizer.update`` in a train
 step that graph mode wraps in ``nnx.jit`` (eager mode calls it as is). Mode
 "functional" runs the same step through Flax's functional API under ``jax.jit``
@@ -14,6 +15,7 @@ harness's backend uses.
 import json
 import sys
 import time
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -93,9 +95,9 @@ def make_step(model, tx, graph: bool, style: str):
     return step
 
 
-def run(cfg: dict) -> dict:
-    """Train ``cfg["steps"]`` steps; the step-time summary."""
-    batch, steps, mode = cfg["batch"], cfg["steps"], cfg["mode"]
+def loop(cfg: dict) -> Callable[[int], tuple[list[float], float]]:
+    """``steps(k)``: train k more steps; each step's seconds and the last loss."""
+    batch, mode = cfg["batch"], cfg["mode"]
     model = {"mlp": MLP, "lenet": LeNet}[cfg["model"]](rngs=nnx.Rngs(0))
     tx = optax.sgd(0.02, momentum=0.9)
     style = "functional" if mode == "functional" else "nnx"
@@ -105,15 +107,28 @@ def run(cfg: dict) -> dict:
     x_all = rng.random((2048, 28, 28, 1), dtype=np.float32)
     y_all = rng.integers(0, 10, size=2048)
     per_epoch = len(x_all) // batch
-    times = []
-    for i in range(steps):
-        start = (i % per_epoch) * batch  # the next slice in order, wrapping around
-        t0 = time.perf_counter()
-        x = jnp.asarray(x_all[start : start + batch])
-        y = jnp.asarray(y_all[start : start + batch])
-        loss = float(step(x, y))  # a host read: waits for the step
-        times.append(time.perf_counter() - t0)
-    return {**step_summary(times), "steps": steps, "last_loss": loss}
+    done = 0
+
+    def steps(k: int) -> tuple[list[float], float]:
+        nonlocal done
+        times = []
+        for i in range(done, done + k):
+            start = (i % per_epoch) * batch  # the next slice in order, wrapping around
+            t0 = time.perf_counter()
+            x = jnp.asarray(x_all[start : start + batch])
+            y = jnp.asarray(y_all[start : start + batch])
+            loss = float(step(x, y))  # a host read: waits for the step
+            times.append(time.perf_counter() - t0)
+        done += k
+        return times, loss
+
+    return steps
+
+
+def run(cfg: dict) -> dict:
+    """Train ``cfg["steps"]`` steps; the step-time summary."""
+    times, last = loop(cfg)(cfg["steps"])
+    return {**step_summary(times), "steps": len(times), "last_loss": last}
 
 
 def main() -> None:

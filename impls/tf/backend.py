@@ -212,18 +212,18 @@ class TFBackend:
     def sync(self, state: TFState) -> None:
         tf.test.experimental.sync_devices()
 
-    def matmul_flops(self, n: int) -> float:
+    def matmul_flops(self, n: int, repeats: int = 10) -> float:
         """FLOP/s of an ``n x n`` float32 matmul on the cell's device: ``tf.matmul`` in
         eager mode, a ``tf.function`` of it in graph mode (``jit_compile=True`` in xla),
-        as the training step runs; 3 warm-up calls, then the median of 10, each synced
-        by ``sync_devices`` (a CPU op is done when it returns; a GPU's is queued)."""
+        as the training step runs; 3 warm-up calls, then the median of ``repeats``, each
+        synced by ``sync_devices`` (a CPU op is done when it returns; a GPU's is queued)."""
         mode = self._options.mode
         matmul = tf.matmul if mode == "eager" else tf.function(tf.matmul, jit_compile=mode == "xla")
         rng = np.random.default_rng(0)
         with tf.device(self._device):
             a, b = (tf.constant(rng.standard_normal((n, n), dtype=np.float32)) for _ in "ab")
             times = []
-            for i in range(13):
+            for i in range(3 + repeats):
                 t0 = time.perf_counter()
                 matmul(a, b)
                 tf.test.experimental.sync_devices()

@@ -2,7 +2,8 @@
 
 Reads ``{"model": "mlp" | "lenet", "batch": B, "steps": N, "mode": "eager" |
 "graph" | "xla" | "fit"}`` on stdin, trains N steps on random numpy data and
-emits the step-time summary. Written as TensorFlow's guide "Writing a training
+emits the step-time summary (``run``); ``rosetta bench`` takes the loop
+(``loop``) and runs it in turns with the harness's step, in one process. Written as TensorFlow's guide "Writing a training
 loop from scratch" writes it: a Keras model, a ``tf.GradientTape`` step with
 ``optimizer.apply_gradients``, ``@tf.function`` in graph mode (``jit_compile=True``
 in xla). Mode "fit" is Keras' own loop instead, ``model.compile`` + ``model.fit``,
@@ -13,6 +14,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
@@ -52,15 +54,15 @@ class BatchTimer(keras.callbacks.Callback):
         self.t0 = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
-        float(logs["loss"])
+        self.last = float(logs["loss"])
         self.times.append(time.perf_counter() - self.t0)
         if len(self.times) == self.steps:
             self.model.stop_training = True
 
 
-def run(cfg: dict) -> dict:
-    """Train ``cfg["steps"]`` steps; the step-time summary."""
-    batch, steps, mode = cfg["batch"], cfg["steps"], cfg["mode"]
+def loop(cfg: dict) -> Callable[[int], tuple[list[float], float]]:
+    """``steps(k)``: train k more steps; each step's seconds and the last loss."""
+    batch, mode = cfg["batch"], cfg["mode"]
     keras.utils.set_random_seed(0)
     model = build(cfg["model"])
     optimizer = keras.optimizers.SGD(learning_rate=0.02, momentum=0.9)
@@ -73,12 +75,17 @@ def run(cfg: dict) -> dict:
 
     if mode == "fit":
         model.compile(optimizer=optimizer, loss=loss_fn)
-        timer = BatchTimer(steps)
-        epochs = -(-steps // per_epoch)
-        model.fit(x_all[: per_epoch * batch], y_all[: per_epoch * batch], batch_size=batch,
-                  epochs=epochs, shuffle=False, verbose=0, callbacks=[timer])  # fmt: skip
-        return {**step_summary(timer.times), "steps": len(timer.times),
-                "jit_compile": bool(model.jit_compile)}  # fmt: skip
+
+        def fit_steps(k: int) -> tuple[list[float], float]:
+            # each call is one more model.fit, stopped after k batches (Keras keeps
+            # the compiled train function from the first call)
+            timer = BatchTimer(k)
+            model.fit(x_all[: per_epoch * batch], y_all[: per_epoch * batch],
+                      batch_size=batch, epochs=-(-k // per_epoch), shuffle=False, verbose=0,
+                      callbacks=[timer])  # fmt: skip
+            return timer.times, timer.last
+
+        return fit_steps
 
     def train_step(x, y):
         with tf.GradientTape() as tape:
@@ -89,17 +96,29 @@ def run(cfg: dict) -> dict:
 
     if mode in ("graph", "xla"):
         train_step = tf.function(train_step, jit_compile=mode == "xla")
+    done = 0
 
-    times = []
-    for i in range(steps):
-        start = (i % per_epoch) * batch  # the next slice in order, wrapping around
-        t0 = time.perf_counter()
-        x = tf.convert_to_tensor(x_all[start : start + batch])
-        y = tf.convert_to_tensor(y_all[start : start + batch])
-        loss = train_step(x, y)
-        float(loss)  # a host read: the step is done when it returns
-        times.append(time.perf_counter() - t0)
-    return {**step_summary(times), "steps": steps}
+    def steps(k: int) -> tuple[list[float], float]:
+        nonlocal done
+        times = []
+        for i in range(done, done + k):
+            start = (i % per_epoch) * batch  # the next slice in order, wrapping around
+            t0 = time.perf_counter()
+            x = tf.convert_to_tensor(x_all[start : start + batch])
+            y = tf.convert_to_tensor(y_all[start : start + batch])
+            loss = train_step(x, y)
+            last = float(loss)  # a host read: the step is done when it returns
+            times.append(time.perf_counter() - t0)
+        done += k
+        return times, last
+
+    return steps
+
+
+def run(cfg: dict) -> dict:
+    """Train ``cfg["steps"]`` steps; the step-time summary."""
+    times, last = loop(cfg)(cfg["steps"])
+    return {**step_summary(times), "steps": len(times), "last_loss": last}
 
 
 def main() -> None:

@@ -2,7 +2,8 @@
 
 Reads ``{"model": "mlp" | "lenet", "batch": B, "steps": N, "mode": "eager" |
 "graph"}`` on stdin, trains N steps on random numpy data and emits the step-time
-summary. Written as PyTorch's tutorials write it: an ``nn.Module``,
+summary (``run``); ``rosetta bench`` takes the loop (``loop``) and runs it in
+turns with the harness's step, in one process. Written as PyTorch's tutorials write it: an ``nn.Module``,
 ``optimizer.zero_grad(); loss.backward(); optimizer.step()``, and in graph mode
 ``torch.compile(model)``. Images are NCHW, transposed once up front.
 """
@@ -10,6 +11,7 @@ summary. Written as PyTorch's tutorials write it: an ``nn.Module``,
 import json
 import sys
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -49,9 +51,9 @@ class LeNet(nn.Module):
         return self.fc(torch.flatten(x, 1))
 
 
-def run(cfg: dict) -> dict:
-    """Train ``cfg["steps"]`` steps; the step-time summary."""
-    batch, steps = cfg["batch"], cfg["steps"]
+def loop(cfg: dict) -> Callable[[int], tuple[list[float], float]]:
+    """``steps(k)``: train k more steps; each step's seconds and the last loss."""
+    batch = cfg["batch"]
     torch.manual_seed(0)
     model = {"mlp": MLP, "lenet": LeNet}[cfg["model"]]()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
@@ -64,19 +66,32 @@ def run(cfg: dict) -> dict:
     y_all = rng.integers(0, 10, size=2048)  # int64, what cross_entropy takes
     per_epoch = len(x_all) // batch
     model.train()
-    times = []
-    for i in range(steps):
-        start = (i % per_epoch) * batch  # the next slice in order, wrapping around
-        t0 = time.perf_counter()
-        x = torch.from_numpy(x_all[start : start + batch])
-        y = torch.from_numpy(y_all[start : start + batch])
-        optimizer.zero_grad()
-        loss = loss_fn(forward(x), y)
-        loss.backward()
-        optimizer.step()
-        loss.item()  # a host read: on a GPU it waits for the step
-        times.append(time.perf_counter() - t0)
-    return {**step_summary(times), "steps": steps}
+    done = 0
+
+    def steps(k: int) -> tuple[list[float], float]:
+        nonlocal done
+        times = []
+        for i in range(done, done + k):
+            start = (i % per_epoch) * batch  # the next slice in order, wrapping around
+            t0 = time.perf_counter()
+            x = torch.from_numpy(x_all[start : start + batch])
+            y = torch.from_numpy(y_all[start : start + batch])
+            optimizer.zero_grad()
+            loss = loss_fn(forward(x), y)
+            loss.backward()
+            optimizer.step()
+            last = loss.item()  # a host read: on a GPU it waits for the step
+            times.append(time.perf_counter() - t0)
+        done += k
+        return times, last
+
+    return steps
+
+
+def run(cfg: dict) -> dict:
+    """Train ``cfg["steps"]`` steps; the step-time summary."""
+    times, last = loop(cfg)(cfg["steps"])
+    return {**step_summary(times), "steps": len(times), "last_loss": last}
 
 
 def main() -> None:

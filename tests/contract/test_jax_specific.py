@@ -490,7 +490,7 @@ def test_matmul_flops_is_positive_in_both_modes():
 
 
 def test_minimal_loop_runs_both_models_in_every_mode(tmp_path):
-    from harness.bench import Measure, minimal_loop
+    from harness.bench import Measure, paired
     from impls.jax import minimal
 
     for model in ("mlp", "lenet"):
@@ -502,9 +502,9 @@ def test_minimal_loop_runs_both_models_in_every_mode(tmp_path):
         # the tutorials' nnx step, eager or under nnx.jit, and the functional one under
         # jax.jit train the same model the same way
         np.testing.assert_allclose(losses, losses[0], rtol=1e-5)
-    # and once as rosetta bench runs it: its own process, the config on stdin
-    record = minimal_loop(Measure("mlp", 8, "jax", "graph", 1), tmp_path, steps=8)
-    assert record.get("step_median_s", 0) > 0, record
+    # and once as rosetta bench runs it: in turns with the harness's step, in a process
+    result = paired(Measure("mlp", 8, "jax", "graph", 1), tmp_path, "functional", blocks=2, block=3)
+    assert len(result.get("minimal_block_s", [])) == 2 and min(result["harness_block_s"]) > 0
 
 
 def test_shapes_lesson_compiles_once_per_shape_and_twice_with_buckets():

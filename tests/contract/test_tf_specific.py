@@ -554,12 +554,14 @@ def test_stats_count_traces_and_threads(mode):
 
 
 def test_minimal_loop_runs_as_bench_worker(tmp_path):
-    # the worker protocol end to end: its own process, the record from stdin's config
-    from harness.bench import Measure, minimal_loop
+    # the worker protocol end to end: Keras' fit in turns with the harness's graph step,
+    # in its own process, the config from stdin, the matmul timed after each turn
+    from harness.bench import Measure, paired
 
-    record = minimal_loop(Measure("mlp", 16, "tf", "graph", threads=1), tmp_path, steps=8)
-    assert record.get("step_median_s", 0) > 0, record
-    assert record["steps"] == 8
+    m = Measure("mlp", 16, "tf", "graph", threads=1)
+    result = paired(m, tmp_path, "fit", matmul_sizes=(64,), blocks=2, block=3)
+    assert len(result.get("minimal_block_s", [])) == 2, result
+    assert min(result["harness_block_s"]) > 0 and min(result["matmul_flops"]) > 0
 
 
 @pytest.mark.parametrize(

@@ -696,16 +696,16 @@ def test_matmul_flops_is_positive_in_both_modes():
 
 
 def test_minimal_loop_runs_both_models_in_both_modes(tmp_path):
-    from harness.bench import Measure, minimal_loop
+    from harness.bench import Measure, paired
     from impls.torch import minimal
 
     for model in ("mlp", "lenet"):
         for mode in ("eager", "graph"):
             record = minimal.run({"model": model, "batch": 8, "steps": 3, "mode": mode})
             assert record["step_median_s"] > 0 and record["steps"] == 3
-    # and once as rosetta bench runs it: its own process, the config on stdin
-    record = minimal_loop(Measure("lenet", 8, "torch", "eager", 1), tmp_path, steps=8)
-    assert record.get("step_median_s", 0) > 0, record
+    # and once as rosetta bench runs it: in turns with the harness's step, in a process
+    result = paired(Measure("lenet", 8, "torch", "eager", 1), tmp_path, "eager", blocks=2, block=3)
+    assert len(result.get("minimal_block_s", [])) == 2 and min(result["harness_block_s"]) > 0
 
 
 def test_shapes_lesson_recompiles_once_then_runs_a_symbolic_batch():

@@ -194,6 +194,15 @@ class NumpyBackend:
     def stats(self, state) -> dict[str, Any]:
         return {"traces": 0}
 
+    def matmul_flops(self, n: int, repeats: int = 10) -> float:
+        a = np.ones((n, n), np.float32)
+        seconds = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            a @ a
+            seconds.append(time.perf_counter() - t0)
+        return 2 * n**3 / float(np.median(seconds))
+
 
 class DropsBiasBackend(NumpyBackend):
     """A deliberately wrong backend: forgets the bias of the layer named 'hidden'

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -10,42 +11,86 @@ from harness import bench
 from harness.cli import main
 
 
-def test_bench_spec_sets_batch_and_enough_steps():
+def test_bench_spec_sets_batch_and_drops_the_target():
     spec = bench.bench_spec("mlp", 256)
     assert spec.recipe.batch_size == 256 and spec.recipe.target is None
-    per_epoch = 1437 // 256  # digits28 keeps 1437 training samples
-    assert spec.recipe.epochs * per_epoch >= bench.MIN_STEPS
-    assert spec.recipe.eval_every == spec.recipe.epochs  # one evaluation, at the end
     assert bench.bench_spec("lenet", 64).model == bench.resolve_task("lenet").model
     with pytest.raises(ValueError, match="larger than"):
         bench.bench_spec("lenet", 4096)
 
 
+def _fake(monkeypatch, harness_s, minimal_s=None, matmul=None, seen=None):
+    """bench.paired faked: every process gives these per-turn medians."""
+
+    def paired(m, out, minimal_mode=None, matmul_sizes=(), round_=0, **kw):
+        if seen is not None:
+            seen.append(minimal_mode)
+        result = {"harness_block_s": list(harness_s), "peak_rss_mb": 100.0}
+        if minimal_mode is not None:
+            result["minimal_block_s"] = list(minimal_s)
+        if matmul_sizes:
+            result["matmul_flops"] = list(matmul)
+        return result
+
+    monkeypatch.setattr(bench, "paired", paired)
+
+
 def test_overhead_ratio_is_harness_over_minimal(monkeypatch, tmp_path):
-    monkeypatch.setattr(bench, "harness_cell", lambda m, out, *a, **k: {
-        "status": "ok", "step_median_s": 0.011})  # fmt: skip
-    monkeypatch.setattr(bench, "minimal_loop", lambda m, out, **k: {"step_median_s": 0.010})
+    _fake(monkeypatch, [0.011, 0.011], [0.010, 0.010])
     rows = bench.run_bench(["overhead"], ["torch"], ["eager"], tmp_path)
     assert [r["ratio"] for r in rows] == pytest.approx([1.1, 1.1])
     assert len((tmp_path / "bench.jsonl").read_text().splitlines()) == 2
 
 
-def test_roofline_fraction_uses_spec_flops_and_same_process_matmul(monkeypatch, tmp_path):
-    monkeypatch.setattr(bench, "harness_cell", lambda m, out, *a, **k: {
-        "status": "ok", "step_median_s": 0.01, "matmul_flops": 2e11})  # fmt: skip
+def test_the_ratio_is_taken_within_each_turn_pair_so_a_drift_cancels(monkeypatch, tmp_path):
+    # the machine slows by half, then recovers a little, between the turn pairs
+    speed = [1.0, 2.0, 1.5]
+    _fake(monkeypatch, [0.0105 * x for x in speed], [0.010 * x for x in speed])
+    monkeypatch.setattr(bench, "OVERHEAD_CASES", (("mlp", 128),))
+    (row,) = bench.run_bench(["overhead"], ["torch"], ["eager"], tmp_path, rounds=3)
+    assert row["ratio"] == pytest.approx(1.05) and row["ratios"] == pytest.approx([1.05] * 3)
+    assert row["rounds"] == 3 and row["spread"] == pytest.approx(0, abs=1e-12)
+    assert row["harness_ms"] == pytest.approx(10.5 * 1.5)  # the median turn's
+
+
+def test_roofline_fraction_uses_spec_flops_and_each_turns_matmul(monkeypatch, tmp_path):
+    _fake(monkeypatch, [0.01, 0.02], matmul=[2e11, 1e11])  # the matmul slowed with the steps
     monkeypatch.setattr(bench, "ROOFLINE_CASES", (("lenet", 64),))
     (row,) = bench.run_bench(["roofline"], ["jax"], ["graph"], tmp_path)
     flops = 64 * (2 * 288_000 + 3 * (934_400 - 288_000))  # see test_flops.py
-    assert row["achieved_gflops"] == pytest.approx(flops / 0.01 / 1e9)
-    assert row["fraction"] == pytest.approx(flops / 0.01 / 2e11)
+    assert row["fraction"] == pytest.approx(flops / 0.01 / 2e11)  # both turns' fraction
+    assert row["achieved_gflops"] == pytest.approx(flops / 0.015 / 1e9)
+    assert row["peak_rss_mb"] == 100.0
 
 
 def test_a_failed_measurement_keeps_its_reason(monkeypatch, tmp_path):
-    monkeypatch.setattr(bench, "harness_cell", lambda m, out, *a, **k: {
-        "status": "failed", "error": "boom"})  # fmt: skip
-    monkeypatch.setattr(bench, "minimal_loop", lambda m, out, **k: {"error": "crashed"})
+    monkeypatch.setattr(bench, "paired", lambda m, out, *a, **k: {"error": "boom"})
     rows = bench.run_bench(["overhead"], ["tf"], ["graph"], tmp_path)
     assert rows[0]["ratio"] is None and rows[0]["error"] == "boom"
+
+
+def test_roofline_rounds_take_the_median_and_keep_a_failed_rounds_reason(monkeypatch, tmp_path):
+    results = iter([
+        {"harness_block_s": [0.01], "matmul_flops": [2e11]},
+        {"error": "boom"},
+        {"harness_block_s": [0.02], "matmul_flops": [2e11]},
+    ])  # fmt: skip
+    monkeypatch.setattr(bench, "paired", lambda m, out, *a, **k: next(results))
+    monkeypatch.setattr(bench, "ROOFLINE_CASES", (("mlp", 256),))
+    (row,) = bench.run_bench(["roofline"], ["torch"], ["graph"], tmp_path, rounds=3)
+    assert row["rounds"] == 2 and row["error"] == "boom"
+    assert row["fraction"] == pytest.approx(sum(row["fractions"]) / 2)
+    assert row["fractions"][0] == pytest.approx(2 * row["fractions"][1])
+    assert row["spread"] == pytest.approx(0.5 / 0.75)
+    md = bench.write_markdown([row], tmp_path, "rosetta bench --rounds 3").read_text()
+    assert "median of 2 rounds" in md and "spread" in md
+
+
+def test_rounds_must_be_positive(tmp_path, capsys):
+    with pytest.raises(bench.UsageError, match="rounds"):
+        bench.run_bench(["overhead"], ["torch"], ["eager"], tmp_path, rounds=0)
+    assert main(["bench", "overhead", "--rounds", "0", "--out", str(tmp_path)]) == 2
+    assert "--rounds must be 1 or more" in capsys.readouterr().err
 
 
 def test_markdown_has_every_table_and_the_scaling_figure(tmp_path):
@@ -73,24 +118,15 @@ def test_bench_rejects_unknown_names(capsys):
 
 
 def test_rows_are_json(tmp_path, monkeypatch):
-    monkeypatch.setattr(bench, "harness_cell", lambda m, out, *a, **k: {"status": "ok"})
+    _fake(monkeypatch, [0.01])
     bench.run_bench(["scaling"], ["torch"], ["eager"], tmp_path)
     rows = [json.loads(x) for x in (tmp_path / "bench.jsonl").read_text().splitlines()]
     assert [r["batch"] for r in rows] == list(bench.SCALING_BATCHES)
 
 
-def _timed(monkeypatch, harness_s: float, minimal_s: float) -> list[str]:
-    """Fake cells and minimal loops of these step times; the minimal modes run."""
-    seen: list[str] = []
-    monkeypatch.setattr(bench, "harness_cell", lambda m, out, *a, **k: {
-        "status": "ok", "step_median_s": harness_s})  # fmt: skip
-    monkeypatch.setattr(bench, "minimal_loop", lambda m, out, **k: seen.append(m.mode) or {
-        "step_median_s": minimal_s})  # fmt: skip
-    return seen
-
-
 def test_keras_fit_is_compared_with_the_harness_graph_step(monkeypatch, tmp_path):
-    seen = _timed(monkeypatch, 0.002, 0.004)
+    seen: list = []
+    _fake(monkeypatch, [0.002], [0.004], seen=seen)
     rows = bench.run_bench(["overhead"], ["tf"], ["graph"], tmp_path)
     assert seen == ["graph", "fit"] * 2
     fit = [r for r in rows if r["minimal_mode"] == "fit"]
@@ -98,7 +134,8 @@ def test_keras_fit_is_compared_with_the_harness_graph_step(monkeypatch, tmp_path
 
 
 def test_jax_graph_is_compared_with_both_the_nnx_and_the_functional_loop(monkeypatch, tmp_path):
-    seen = _timed(monkeypatch, 0.002, 0.002)
+    seen: list = []
+    _fake(monkeypatch, [0.002], [0.002], seen=seen)
     rows = bench.run_bench(["overhead"], ["jax"], ["eager", "graph"], tmp_path)
     assert seen == ["eager", "graph", "functional"] * 2
     assert {(r["mode"], r["minimal_mode"]) for r in rows} == {
@@ -106,6 +143,36 @@ def test_jax_graph_is_compared_with_both_the_nnx_and_the_functional_loop(monkeyp
         ("graph", "graph"),
         ("graph", "functional"),
     }
+
+
+def test_worker_takes_turns_and_times_the_matmul_after_each(tmp_path):
+    from harness import paired
+    from tests.harness import fake_minimal
+
+    fake_minimal.CALLS.clear()
+    cfg = {
+        "spec": bench.bench_spec("mlp", 32).model_dump(mode="json"), "framework": "fake",
+        "target": "tests.harness.fake_backend:NumpyBackend", "mode": "eager", "blocks": 3,
+        "block": 4, "matmul_sizes": [32, 64], "minimal": {"batch": 16},
+        "minimal_module": "tests.harness.fake_minimal",
+    }  # fmt: skip
+    result = paired.run(cfg)
+    assert fake_minimal.CALLS == [1, paired.WARMUP_STEPS, 4, 4, 4]
+    for key in ("harness_block_s", "minimal_block_s", "matmul_flops"):
+        assert len(result[key]) == 3 and all(v > 0 for v in result[key]), key
+    assert result["harness_first_step_s"] > 0 and math.isfinite(result["harness_last_loss"])
+
+
+def test_worker_reports_a_failure_as_its_result(monkeypatch, tmp_path):
+    # through the real subprocess protocol: a loop that cannot be built is the
+    # measurement's error, not a crash of the bench
+    from tests.harness.test_runner import FAKE
+
+    monkeypatch.setitem(bench.BACKENDS, "fake", FAKE)
+    m = bench.Measure("mlp", 32, "fake", "eager")
+    result = bench.paired(m, tmp_path, minimal_mode="eager", blocks=1, block=1)
+    assert "No module named 'impls.fake'" in result["error"]  # no hand-written fake loop
+    assert result["peak_rss_mb"] > 0
 
 
 def _overhead_row(framework: str, ratio: float | None, mode: str = "graph") -> dict:
@@ -130,52 +197,3 @@ def test_against_reads_the_last_of_each_measurement_and_names_a_missing_folder(t
     (tmp_path / "bench.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert [r["ratio"] for r in bench.read_rows(tmp_path)] == [1.0]
     assert main(["bench", "overhead", "--against", str(tmp_path / "nope")]) == 2
-
-
-def test_rounds_alternate_the_loops_and_take_the_median_of_each_pairs_ratio(monkeypatch, tmp_path):
-    order: list[str] = []
-    speed = iter([1.0, 1.0, 2.0, 2.0, 1.5, 1.5])  # the machine slows between rounds
-
-    def cell(m, out, *a, round_=0, **k):
-        order.append(f"h{round_}")
-        return {"status": "ok", "step_median_s": 0.0105 * next(speed)}
-
-    def loop(m, out, round_=0, **k):
-        order.append(f"m{round_}")
-        return {"step_median_s": 0.010 * next(speed)}
-
-    monkeypatch.setattr(bench, "harness_cell", cell)
-    monkeypatch.setattr(bench, "minimal_loop", loop)
-    monkeypatch.setattr(bench, "OVERHEAD_CASES", (("mlp", 128),))
-    (row,) = bench.run_bench(["overhead"], ["torch"], ["eager"], tmp_path, rounds=3)
-    assert order == ["h0", "m0", "m1", "h1", "h2", "m2"]
-    # each pair ran at one speed: every round's ratio is 1.05, though the speed doubled
-    assert row["ratios"] == pytest.approx([1.05] * 3) and row["ratio"] == pytest.approx(1.05)
-    assert row["rounds"] == 3 and row["spread"] == pytest.approx(0, abs=1e-12)
-    assert row["harness_ms"] == pytest.approx(10.5 * 1.5)  # the median round's
-
-
-def test_roofline_rounds_take_the_median_fraction_and_keep_a_failed_rounds_reason(
-    monkeypatch, tmp_path
-):
-    records = iter([
-        {"status": "ok", "step_median_s": 0.01, "matmul_flops": 2e11},
-        {"status": "failed", "error": "boom"},
-        {"status": "ok", "step_median_s": 0.02, "matmul_flops": 2e11},
-    ])  # fmt: skip
-    monkeypatch.setattr(bench, "harness_cell", lambda m, out, *a, **k: next(records))
-    monkeypatch.setattr(bench, "ROOFLINE_CASES", (("mlp", 256),))
-    (row,) = bench.run_bench(["roofline"], ["torch"], ["graph"], tmp_path, rounds=3)
-    assert row["rounds"] == 2 and row["error"] == "boom"
-    assert row["fraction"] == pytest.approx(sum(row["fractions"]) / 2)
-    assert row["fractions"][0] == pytest.approx(2 * row["fractions"][1])
-    assert row["spread"] == pytest.approx(0.5 / 0.75)
-    md = bench.write_markdown([row], tmp_path, "rosetta bench --rounds 3").read_text()
-    assert "median of 2 rounds" in md and "spread" in md
-
-
-def test_rounds_must_be_positive(tmp_path, capsys):
-    with pytest.raises(bench.UsageError, match="rounds"):
-        bench.run_bench(["overhead"], ["torch"], ["eager"], tmp_path, rounds=0)
-    assert main(["bench", "overhead", "--rounds", "0", "--out", str(tmp_path)]) == 2
-    assert "--rounds must be 1 or more" in capsys.readouterr().err

@@ -1,0 +1,118 @@
+"""``rosetta bench``'s worker: the harness's training step timed in turns with a
+hand-written loop's step and with a float32 matmul, in one process.
+
+This machine's speed drifts by tens of percent within seconds and minutes (other
+tenants of the host, the kernel's memory reclaim), by more than the overheads the
+bench measures. Two processes timed one after the other compare two speeds of the
+machine as much as two loops. Here the harness's step (``timed_step``, the very
+clock ``harness.cell`` reads) and the minimal loop (``impls/<fw>/minimal.py``'s
+``loop``) run ``block`` steps each in turn, the order alternating, ``blocks`` times;
+after each turn, when asked, the matmul is timed too. The bench takes each block's
+median, and a ratio within one block pair: a drift slower than a block falls on
+both sides alike.
+
+``python -m harness.paired`` reads its config as JSON on stdin (``bench.paired``
+writes it) and prints the result as the last event line, as ``harness.cell`` does.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import resource
+import statistics
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from harness import data
+from harness.backend import Backend, Options, load_backend
+from harness.cell import emit, timed_step
+from harness.init import canonical_weights
+from harness.recipes import Recipe, recipe_for
+from harness.spec import parse_spec
+
+Steps = Callable[[int], tuple[list[float], float]]  # k more steps: their seconds, last loss
+WARMUP_STEPS = 10  # after the first (compiling) step, untimed, for each loop
+MATMUL_REPEATS = 5  # timed calls of each matmul size after each turn
+
+
+def harness_steps(backend: Backend, state: Any, recipe: Recipe) -> Steps:
+    """The harness's training loop as ``steps(k)``: the recipe's batches, epoch after
+    epoch, each step timed as ``harness.cell.train`` times it."""
+
+    def forever() -> Iterator[Any]:
+        epoch = 0
+        while True:
+            yield from recipe.batches(epoch)
+            epoch += 1
+
+    batches = forever()
+    current = [state]
+
+    def steps(k: int) -> tuple[list[float], float]:
+        times, values = [], [math.nan]
+        for _ in range(k):
+            current[0], values, seconds = timed_step(backend, current[0], next(batches))
+            times.append(seconds)
+        if not all(math.isfinite(v) for v in values):
+            raise FloatingPointError(f"the harness's loss became {values}")
+        return times, values[0]
+
+    return steps
+
+
+def run(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Build both loops, compile and warm each, then time them in turns.
+
+    The result: ``harness_block_s`` (each turn's median step), ``minimal_block_s``
+    likewise when a minimal loop was asked for, ``matmul_flops`` (each turn's best
+    matmul FLOP/s over the sizes) when sizes were, and each loop's first step."""
+    spec = parse_spec(cfg["spec"], cfg.get("source", "<bench>"))
+    dtype = "float32"
+    backend = load_backend(cfg["target"])
+    backend.configure(Options(cfg["mode"], cfg.get("device", "cpu"), cfg.get("threads", 0), dtype))
+    ds = data.load(spec.data)
+    shape = ds.sample_shape
+    state = backend.build(spec, shape, canonical_weights(spec, shape, dtype))
+    loops: dict[str, Steps] = {
+        "harness": harness_steps(backend, state, recipe_for(spec, ds, dtype))
+    }
+    if cfg.get("minimal"):
+        loops["minimal"] = importlib.import_module(cfg["minimal_module"]).loop(cfg["minimal"])
+    out: dict[str, Any] = {}
+    for name, steps in loops.items():
+        out[f"{name}_first_step_s"] = steps(1)[0][0]
+        steps(WARMUP_STEPS)
+    blocks: dict[str, list[float]] = {name: [] for name in loops}
+    peaks: list[float] = []
+    sizes = cfg.get("matmul_sizes") or []
+    names = list(loops)
+    for b in range(cfg["blocks"]):
+        for name in names if b % 2 == 0 else names[::-1]:
+            times, out[f"{name}_last_loss"] = loops[name](cfg["block"])
+            blocks[name].append(statistics.median(times))
+        if sizes:
+            peaks.append(max(backend.matmul_flops(n, MATMUL_REPEATS) for n in sizes))
+    out.update({f"{name}_block_s": medians for name, medians in blocks.items()})
+    if sizes:
+        out["matmul_flops"] = peaks
+    return out
+
+
+def main() -> None:
+    cfg = json.loads(sys.stdin.read())
+    try:
+        result = run(cfg)
+    except Exception as err:  # the bench keeps the reason, and the other measurements
+        tail = "".join(traceback.format_exception(err)[-4:])
+        result = {"error": f"{type(err).__name__}: {err}\n{tail}".strip()}
+    # ru_maxrss is KiB on Linux
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    emit("record", record=result)
+
+
+if __name__ == "__main__":
+    main()
