@@ -324,7 +324,7 @@ def stability(rows: list[dict[str, Any]], earlier: list[dict[str, Any]]) -> pd.D
         out.append({
             "benchmark": r["benchmark"], "task": r["task"], "batch": r["batch"],
             "framework": r["framework"], "mode": r["mode"],
-            "minimal_mode": r.get("minimal_mode"), "figure": field,
+            "minimal_mode": r.get("minimal_mode") or "", "figure": field,
             "before": then, "now": now, "change": change,
             "stable": None if change is None else abs(change) <= STABLE_WITHIN,
         })  # fmt: skip
@@ -392,12 +392,7 @@ def write_markdown(
         (out / "scaling.png").write_bytes(png(fig))
         parts += ["![scaling](scaling.png)", ""]
     if stable is not None and not stable.empty:
-        shown = stable.drop(columns="minimal_mode" if stable["minimal_mode"].isna().all() else [])
-        shown = (
-            shown.assign(minimal_mode=shown["minimal_mode"].fillna(""))
-            if "minimal_mode" in shown
-            else shown
-        )
+        shown = stable.drop(columns="minimal_mode" if (stable["minimal_mode"] == "").all() else [])
         parts += [
             "## stability", "", markdown_table(shown.round(4)), "",
             f"Each figure against the same measurement's in an earlier invocation (--against): "
