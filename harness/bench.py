@@ -213,6 +213,8 @@ def roofline(
                     "matmul_gflops": None if not peak else peak / 1e9,
                     "fraction": _median(fractions), "rounds": len(fractions),
                     "fractions": fractions, "spread": _spread(fractions),
+                    "step_ms_rounds": [_ms(_median(r["harness_block_s"])) for r in ok],
+                    "matmul_gflops_rounds": [_median(r["matmul_flops"]) / 1e9 for r in ok],
                     "peak_rss_mb": _median([r["peak_rss_mb"] for r in ok if r.get("peak_rss_mb")]),
                     "error": _error(results),
                 }  # fmt: skip

@@ -82,6 +82,9 @@ def test_roofline_rounds_take_the_median_and_keep_a_failed_rounds_reason(monkeyp
     assert row["fraction"] == pytest.approx(sum(row["fractions"]) / 2)
     assert row["fractions"][0] == pytest.approx(2 * row["fractions"][1])
     assert row["spread"] == pytest.approx(0.5 / 0.75)
+    # each round's step and ceiling, to tell which of the two moved
+    assert row["step_ms_rounds"] == pytest.approx([10.0, 20.0])
+    assert row["matmul_gflops_rounds"] == pytest.approx([200.0, 200.0])
     md = bench.write_markdown([row], tmp_path, "rosetta bench --rounds 3").read_text()
     assert "median of 2 rounds" in md and "spread" in md
 
