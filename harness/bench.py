@@ -135,6 +135,14 @@ def _ok(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in results if not r.get("error")]
 
 
+def _per_round(ok: list[dict[str, Any]], figure: Callable, *keys: str) -> list[float]:
+    """Each round's figure: the median over its turns of ``figure`` of that turn's
+    values under ``keys`` (timed seconds apart in one process, so a drift slower than
+    a turn cancels)."""
+    return [_median([figure(*turn) for turn in zip(*(r[k] for k in keys), strict=True)])
+            for r in ok]  # fmt: skip
+
+
 # hand-written loops with no harness mode of their own, compared with one that has:
 # Keras' model.fit against the harness's custom tf.function step, and Flax's
 # functional API under jax.jit (the form the harness's backend uses; the NNX
@@ -160,11 +168,7 @@ def overhead(
                 m = Measure(task, batch, fw, mode, threads)
                 results = [paired(m, out, their_mode, round_=r) for r in range(rounds)]
                 ok = _ok(results)
-                # a round's ratio: the median over its block pairs, each pair's two
-                # medians timed seconds apart in one process
-                ratios = [_median([h / u for h, u in zip(r["harness_block_s"],
-                                                         r["minimal_block_s"], strict=True)])
-                          for r in ok]  # fmt: skip
+                ratios = _per_round(ok, lambda h, u: h / u, "harness_block_s", "minimal_block_s")
                 h = [_median(r["harness_block_s"]) for r in ok]
                 u = [_median(r["minimal_block_s"]) for r in ok]
                 row = {
@@ -198,13 +202,12 @@ def roofline(
                 results = [paired(m, out, matmul_sizes=MATMUL_SIZES, round_=r)
                            for r in range(rounds)]  # fmt: skip
                 ok = _ok(results)
-                # a round's fraction: the median over its turns, each turn's steps
-                # against the matmul timed right after them
-                fractions = [_median([flops / s / p for s, p in zip(r["harness_block_s"],
-                                                                  r["matmul_flops"], strict=True)])
-                             for r in ok]  # fmt: skip
-                step = _median([_median(r["harness_block_s"]) for r in ok])
-                peak = _median([_median(r["matmul_flops"]) for r in ok])
+                # each turn's steps against the matmul timed right after them
+                fractions = _per_round(ok, lambda s, p, f=flops: f / s / p, "harness_block_s",
+                                       "matmul_flops")  # fmt: skip
+                steps = [_median(r["harness_block_s"]) for r in ok]
+                peaks = [_median(r["matmul_flops"]) for r in ok]
+                step, peak = _median(steps), _median(peaks)
                 row = {
                     "benchmark": "roofline", **m.__dict__,
                     "step_ms": _ms(step),
@@ -213,8 +216,8 @@ def roofline(
                     "matmul_gflops": None if not peak else peak / 1e9,
                     "fraction": _median(fractions), "rounds": len(fractions),
                     "fractions": fractions, "spread": _spread(fractions),
-                    "step_ms_rounds": [_ms(_median(r["harness_block_s"])) for r in ok],
-                    "matmul_gflops_rounds": [_median(r["matmul_flops"]) / 1e9 for r in ok],
+                    "step_ms_rounds": [_ms(x) for x in steps],
+                    "matmul_gflops_rounds": [x / 1e9 for x in peaks],
                     "peak_rss_mb": _median([r["peak_rss_mb"] for r in ok if r.get("peak_rss_mb")]),
                     "error": _error(results),
                 }  # fmt: skip

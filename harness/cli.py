@@ -27,15 +27,6 @@ EPILOG = """examples:
 """
 
 
-def _short(value: object) -> str:
-    """A bench row's value as the progress line shows it: floats to four digits."""
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, list):
-        return "[" + " ".join(_short(v) for v in value) + "]"
-    return str(value)
-
-
 def _csv(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
@@ -429,6 +420,7 @@ def cmd_bench(args: argparse.Namespace, argv: list[str]) -> int:
         tables,
         write_markdown,
     )
+    from harness.lessons import show_value
     from harness.results import ResultStore
     from harness.runner import UsageError
 
@@ -453,7 +445,7 @@ def cmd_bench(args: argparse.Namespace, argv: list[str]) -> int:
             for k, v in row.items()
             if v is not None and k not in ("benchmark", "threads") and not k.endswith("_rounds")
         }
-        print("  " + ", ".join(f"{k} {_short(v)}" for k, v in shown.items()), flush=True)
+        print("  " + ", ".join(f"{k} {show_value(v)}" for k, v in shown.items()), flush=True)
 
     rows = run_bench(
         args.benchmarks, args.frameworks, args.modes, store.dir, args.threads, say, args.rounds
