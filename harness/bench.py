@@ -26,6 +26,7 @@ Results go to ``bench.jsonl`` and ``bench.md`` (tables and a figure) in the run 
 
 from __future__ import annotations
 
+import itertools
 import json
 import statistics
 from collections.abc import Callable, Iterable
@@ -43,9 +44,9 @@ from harness.runner import UsageError, run_worker, thread_env
 from harness.spec import TASKS_DIR, TaskSpec, load_spec, resolve_task
 
 BENCH_TASKS = TASKS_DIR / "bench"
-# the roofline's ceiling: the best of these n x n float32 matmuls in the cell's process
-# (TF's 2048 runs at 110 GFLOP/s here where its 1024 runs at 146, torch's and JAX's
-# at 160-170 for both)
+# the roofline's ceiling: the best of these n x n float32 matmuls in the bench process
+# (which size is the faster differs by framework and machine: the rows keep each size's
+# figure, matmul_gflops_by_n)
 MATMUL_SIZES = (1024, 2048)
 BLOCKS = 8  # turns each loop takes in one bench process
 BLOCK_STEPS = 25  # steps per turn: 200 timed steps per loop and process
@@ -143,6 +144,18 @@ def _per_round(ok: list[dict[str, Any]], figure: Callable, *keys: str) -> list[f
             for r in ok]  # fmt: skip
 
 
+def _around(readings: list[float]) -> list[float]:
+    """Each turn's matmul ceiling: the mean of the readings timed just before and just
+    after it (the worker takes one more reading than turns)."""
+    return [(a + b) / 2 for a, b in itertools.pairwise(readings)]
+
+
+def _turns(ok: list[dict[str, Any]], *keys: str) -> list[dict[str, Any]]:
+    """Every round's per-turn figures as the worker gave them (seconds, FLOP/s), kept
+    in the row so that a moved ratio can be traced to the turns that moved it."""
+    return [{k: r[k] for k in keys if k in r} for r in ok]
+
+
 # hand-written loops with no harness mode of their own, compared with one that has:
 # Keras' model.fit against the harness's custom tf.function step, and Flax's
 # functional API under jax.jit (the form the harness's backend uses; the NNX
@@ -178,6 +191,7 @@ def overhead(
                     "spread": _spread(ratios), "error": _error(results),
                     "harness_ms_rounds": [_ms(x) for x in h],
                     "minimal_ms_rounds": [_ms(x) for x in u],
+                    "turns": _turns(ok, "harness_block_s", "minimal_block_s"),
                 }  # fmt: skip
                 say(row)
                 rows.append(row)
@@ -201,12 +215,13 @@ def roofline(
                 m = Measure(task, batch, fw, mode, threads)
                 results = [paired(m, out, matmul_sizes=MATMUL_SIZES, round_=r)
                            for r in range(rounds)]  # fmt: skip
-                ok = _ok(results)
-                # each turn's steps against the matmul timed right after them
+                ok = [{**r, "ceiling": _around(r["matmul_flops"])} for r in _ok(results)]
                 fractions = _per_round(ok, lambda s, p, f=flops: f / s / p, "harness_block_s",
-                                       "matmul_flops")  # fmt: skip
+                                       "ceiling")  # fmt: skip
                 steps = [_median(r["harness_block_s"]) for r in ok]
                 peaks = [_median(r["matmul_flops"]) for r in ok]
+                by_n = {n: _median([_median(r["matmul_flops_by_n"][n]) for r in ok])
+                        for n in (ok[0].get("matmul_flops_by_n", {}) if ok else {})}  # fmt: skip
                 step, peak = _median(steps), _median(peaks)
                 row = {
                     "benchmark": "roofline", **m.__dict__,
@@ -218,6 +233,9 @@ def roofline(
                     "fractions": fractions, "spread": _spread(fractions),
                     "step_ms_rounds": [_ms(x) for x in steps],
                     "matmul_gflops_rounds": [x / 1e9 for x in peaks],
+                    # which size sets the ceiling: each size's median over readings and rounds
+                    "matmul_gflops_by_n": {n: x / 1e9 for n, x in by_n.items()},
+                    "turns": _turns(ok, "harness_block_s", "matmul_flops_by_n"),
                     "peak_rss_mb": _median([r["peak_rss_mb"] for r in ok if r.get("peak_rss_mb")]),
                     "error": _error(results),
                 }  # fmt: skip
@@ -379,8 +397,9 @@ def write_markdown(
         "3x forward, 2x for a layer no trainable layer precedes) over the best float32 "
         "matmul's of sizes "
         + " and ".join(f"{n}x{n}" for n in MATMUL_SIZES)
-        + ", timed in the same process after each turn of steps (the median over the "
-        "turns of each turn's fraction).",
+        + ", timed in the same process before the first turn of steps and after each "
+        "(each turn's fraction takes the mean of the two readings around it; the figure "
+        "is the median over the turns).",
         "scaling": "the MLP's step time and throughput as the batch grows.",
     }
     rounds = max((r.get("rounds") or 1 for r in rows), default=1)

@@ -7,7 +7,7 @@ bench measures. Two processes timed one after the other compare two speeds of th
 machine as much as two loops. Here the harness's step (``timed_step``, the very
 clock ``harness.cell`` reads) and the minimal loop (``impls/<fw>/minimal.py``'s
 ``loop``) run ``block`` steps each in turn, the order alternating, ``blocks`` times;
-after each turn, when asked, the matmul is timed too. The bench takes each block's
+when asked, the matmul is timed before the first turn and after each. The bench takes each block's
 median, and a ratio within one block pair: a drift slower than a block falls on
 both sides alike.
 
@@ -36,7 +36,7 @@ from harness.spec import parse_spec
 
 Steps = Callable[[int], tuple[list[float], float]]  # k more steps: their seconds, last loss
 WARMUP_STEPS = 10  # after the first (compiling) step, untimed, for each loop
-MATMUL_REPEATS = 5  # timed calls of each matmul size after each turn
+MATMUL_REPEATS = 5  # timed calls of each matmul size in each reading
 
 
 def harness_steps(backend: Backend, state: Any, recipe: Recipe) -> Steps:
@@ -64,12 +64,19 @@ def harness_steps(backend: Backend, state: Any, recipe: Recipe) -> Steps:
     return steps
 
 
+def matmul_reading(backend: Backend, sizes: list[int]) -> dict[int, float]:
+    """Each size's matmul FLOP/s (the median of ``MATMUL_REPEATS`` calls)."""
+    return {n: backend.matmul_flops(n, MATMUL_REPEATS) for n in sizes}
+
+
 def run(cfg: dict[str, Any]) -> dict[str, Any]:
     """Build both loops, compile and warm each, then time them in turns.
 
     The result: ``harness_block_s`` (each turn's median step), ``minimal_block_s``
-    likewise when a minimal loop was asked for, ``matmul_flops`` (each turn's best
-    matmul FLOP/s over the sizes) when sizes were, and each loop's first step."""
+    likewise when a minimal loop was asked for; when matmul sizes were,
+    ``matmul_flops`` (the best size's FLOP/s before the first turn and after each,
+    one more reading than turns) and ``matmul_flops_by_n`` (every size's); and each
+    loop's first step."""
     spec = parse_spec(cfg["spec"], cfg.get("source", "<bench>"))
     dtype = "float32"
     backend = load_backend(cfg["target"])
@@ -87,18 +94,21 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
         out[f"{name}_first_step_s"] = steps(1)[0][0]
         steps(WARMUP_STEPS)
     blocks: dict[str, list[float]] = {name: [] for name in loops}
-    peaks: list[float] = []
     sizes = cfg.get("matmul_sizes") or []
+    # the matmul before the first turn and after each, so that every turn has a
+    # ceiling timed on either side of it: blocks + 1 readings of every size
+    readings = [matmul_reading(backend, sizes)] if sizes else []
     names = list(loops)
     for b in range(cfg["blocks"]):
         for name in names if b % 2 == 0 else names[::-1]:
             times, out[f"{name}_last_loss"] = loops[name](cfg["block"])
             blocks[name].append(statistics.median(times))
         if sizes:
-            peaks.append(max(backend.matmul_flops(n, MATMUL_REPEATS) for n in sizes))
+            readings.append(matmul_reading(backend, sizes))
     out.update({f"{name}_block_s": medians for name, medians in blocks.items()})
     if sizes:
-        out["matmul_flops"] = peaks
+        out["matmul_flops"] = [max(r.values()) for r in readings]
+        out["matmul_flops_by_n"] = {str(n): [r[n] for r in readings] for n in sizes}
     return out
 
 

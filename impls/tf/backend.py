@@ -80,6 +80,7 @@ class TFBackend:
 
     def __init__(self) -> None:
         self._options = Options()
+        self._matmul: Any = None  # matmul_flops' function, traced once per size
 
     def configure(self, options: Options) -> None:
         """Threads, device and dtype for the following builds; safe to repeat."""
@@ -216,9 +217,15 @@ class TFBackend:
         """FLOP/s of an ``n x n`` float32 matmul on the cell's device: ``tf.matmul`` in
         eager mode, a ``tf.function`` of it in graph mode (``jit_compile=True`` in xla),
         as the training step runs; 3 warm-up calls, then the median of ``repeats``, each
-        synced by ``sync_devices`` (a CPU op is done when it returns; a GPU's is queued)."""
+        synced by ``sync_devices`` (a CPU op is done when it returns; a GPU's is queued).
+        The ``tf.function`` is made once, so a call after the first with the same ``n``
+        retraces nothing (the bench worker calls this after every turn)."""
         mode = self._options.mode
-        matmul = tf.matmul if mode == "eager" else tf.function(tf.matmul, jit_compile=mode == "xla")
+        if self._matmul is None:
+            self._matmul = (
+                tf.matmul if mode == "eager" else tf.function(tf.matmul, jit_compile=mode == "xla")
+            )
+        matmul = self._matmul
         rng = np.random.default_rng(0)
         with tf.device(self._device):
             a, b = (tf.constant(rng.standard_normal((n, n), dtype=np.float32)) for _ in "ab")

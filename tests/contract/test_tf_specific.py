@@ -577,8 +577,13 @@ def test_minimal_loop_steps_every_model_and_mode(model, mode):
 
 @pytest.mark.parametrize("mode", ["eager", "graph"])
 def test_matmul_flops_is_positive_and_finite(mode):
-    flops = backend(mode, "float32").matmul_flops(64)
+    b = backend(mode, "float32")
+    flops = b.matmul_flops(64)
     assert 0 < flops < float("inf")
+    if mode == "graph":  # the bench worker calls it after every turn: one trace per size
+        b.matmul_flops(64, repeats=2)
+        b.matmul_flops(32, repeats=2)
+        assert b._matmul.experimental_get_tracing_count() == 2
 
 
 def test_explain_shows_both_networks_of_a_gan():

@@ -30,6 +30,7 @@ def _fake(monkeypatch, harness_s, minimal_s=None, matmul=None, seen=None):
             result["minimal_block_s"] = list(minimal_s)
         if matmul_sizes:
             result["matmul_flops"] = list(matmul)
+            result["matmul_flops_by_n"] = {"1024": list(matmul), "2048": [x / 2 for x in matmul]}
         return result
 
     monkeypatch.setattr(bench, "paired", paired)
@@ -53,14 +54,27 @@ def test_the_ratio_is_taken_within_each_turn_pair_so_a_drift_cancels(monkeypatch
     assert row["harness_ms"] == pytest.approx(10.5 * 1.5)  # the median turn's
 
 
-def test_roofline_fraction_uses_spec_flops_and_each_turns_matmul(monkeypatch, tmp_path):
-    _fake(monkeypatch, [0.01, 0.02], matmul=[2e11, 1e11])  # the matmul slowed with the steps
+def test_roofline_fraction_uses_spec_flops_and_the_matmul_around_each_turn(monkeypatch, tmp_path):
+    # readings before the first turn, between the two and after the second: the
+    # ceilings around the turns are 2e11 and 1e11, the matmul slowed with the steps
+    _fake(monkeypatch, [0.01, 0.02], matmul=[3e11, 1e11, 1e11])
     monkeypatch.setattr(bench, "ROOFLINE_CASES", (("lenet", 64),))
     (row,) = bench.run_bench(["roofline"], ["jax"], ["graph"], tmp_path)
     flops = 64 * (2 * 288_000 + 3 * (934_400 - 288_000))  # see test_flops.py
     assert row["fraction"] == pytest.approx(flops / 0.01 / 2e11)  # both turns' fraction
     assert row["achieved_gflops"] == pytest.approx(flops / 0.015 / 1e9)
     assert row["peak_rss_mb"] == 100.0
+    assert row["matmul_gflops_by_n"] == pytest.approx({"1024": 100.0, "2048": 50.0})
+    assert row["turns"] == [{"harness_block_s": [0.01, 0.02],
+                             "matmul_flops_by_n": {"1024": [3e11, 1e11, 1e11],
+                                                   "2048": [1.5e11, 5e10, 5e10]}}]  # fmt: skip
+
+
+def test_a_worker_giving_one_reading_per_turn_is_refused(monkeypatch, tmp_path):
+    _fake(monkeypatch, [0.01, 0.02], matmul=[2e11, 1e11])
+    monkeypatch.setattr(bench, "ROOFLINE_CASES", (("lenet", 64),))
+    with pytest.raises(ValueError):
+        bench.run_bench(["roofline"], ["jax"], ["graph"], tmp_path)
 
 
 def test_a_failed_measurement_keeps_its_reason(monkeypatch, tmp_path):
@@ -71,9 +85,9 @@ def test_a_failed_measurement_keeps_its_reason(monkeypatch, tmp_path):
 
 def test_roofline_rounds_take_the_median_and_keep_a_failed_rounds_reason(monkeypatch, tmp_path):
     results = iter([
-        {"harness_block_s": [0.01], "matmul_flops": [2e11]},
+        {"harness_block_s": [0.01], "matmul_flops": [2e11, 2e11]},
         {"error": "boom"},
-        {"harness_block_s": [0.02], "matmul_flops": [2e11]},
+        {"harness_block_s": [0.02], "matmul_flops": [1e11, 3e11]},
     ])  # fmt: skip
     monkeypatch.setattr(bench, "paired", lambda m, out, *a, **k: next(results))
     monkeypatch.setattr(bench, "ROOFLINE_CASES", (("mlp", 256),))
@@ -148,7 +162,7 @@ def test_jax_graph_is_compared_with_both_the_nnx_and_the_functional_loop(monkeyp
     }
 
 
-def test_worker_takes_turns_and_times_the_matmul_after_each(tmp_path):
+def test_worker_takes_turns_and_times_the_matmul_around_each(tmp_path):
     from harness import paired
     from tests.harness import fake_minimal
 
@@ -161,8 +175,12 @@ def test_worker_takes_turns_and_times_the_matmul_after_each(tmp_path):
     }  # fmt: skip
     result = paired.run(cfg)
     assert fake_minimal.CALLS == [1, paired.WARMUP_STEPS, 4, 4, 4]
-    for key in ("harness_block_s", "minimal_block_s", "matmul_flops"):
+    for key in ("harness_block_s", "minimal_block_s"):
         assert len(result[key]) == 3 and all(v > 0 for v in result[key]), key
+    # a reading before the first turn and after each, of every size
+    assert len(result["matmul_flops"]) == 4 and set(result["matmul_flops_by_n"]) == {"32", "64"}
+    for i, best in enumerate(result["matmul_flops"]):
+        assert best == max(v[i] for v in result["matmul_flops_by_n"].values()) > 0
     assert result["harness_first_step_s"] > 0 and math.isfinite(result["harness_last_loss"])
 
 
