@@ -443,7 +443,9 @@ def cmd_bench(args: argparse.Namespace, argv: list[str]) -> int:
         shown = {
             k: v
             for k, v in row.items()
-            if v is not None and k not in ("benchmark", "threads") and not k.endswith("_rounds")
+            if v is not None
+            and k not in ("benchmark", "threads", "turns")  # turns: in bench.jsonl
+            and not k.endswith("_rounds")
         }
         print("  " + ", ".join(f"{k} {show_value(v)}" for k, v in shown.items()), flush=True)
 

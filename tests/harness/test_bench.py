@@ -218,3 +218,16 @@ def test_against_reads_the_last_of_each_measurement_and_names_a_missing_folder(t
     (tmp_path / "bench.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert [r["ratio"] for r in bench.read_rows(tmp_path)] == [1.0]
     assert main(["bench", "overhead", "--against", str(tmp_path / "nope")]) == 2
+
+
+def test_the_progress_line_shows_the_figures_and_leaves_the_turns_to_the_file(
+    monkeypatch, tmp_path, capsys
+):
+    _fake(monkeypatch, [0.01, 0.02], matmul=[3e11, 1e11, 1e11])
+    monkeypatch.setattr(bench, "ROOFLINE_CASES", (("lenet", 64),))
+    args = ["bench", "roofline", "--frameworks", "jax", "--modes", "graph", "--out", str(tmp_path)]
+    assert main(args) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "fraction" in x)
+    assert "matmul_gflops_by_n" in line and "turns" not in line and "_rounds" not in line
+    (row,) = bench.read_rows(tmp_path)
+    assert len(row["turns"]) == 3  # the CLI's default rounds, each round's turns kept
