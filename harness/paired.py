@@ -7,9 +7,9 @@ bench measures. Two processes timed one after the other compare two speeds of th
 machine as much as two loops. Here the harness's step (``timed_step``, the very
 clock ``harness.cell`` reads) and the minimal loop (``impls/<fw>/minimal.py``'s
 ``loop``) run ``block`` steps each in turn, the order alternating, ``blocks`` times;
-when asked, the matmul is timed before the first turn and after each. The bench takes each block's
-median, and a ratio within one block pair: a drift slower than a block falls on
-both sides alike.
+when asked, the matmul is timed before the first turn and after each. The bench
+takes each block's median, and a ratio within one block pair: a drift slower than a
+block falls on both sides alike.
 
 ``python -m harness.paired`` reads its config as JSON on stdin (``bench.paired``
 writes it) and prints the result as the last event line, as ``harness.cell`` does.

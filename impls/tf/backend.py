@@ -97,6 +97,7 @@ class TFBackend:
                 "(tensorflow-cpu is CPU-only: install the 'tf-gpu' extra on a CUDA machine)"
             )
         self._options = options
+        self._matmul = None  # matmul_flops' function follows the mode
 
     @property
     def _device(self) -> str:
