@@ -45,18 +45,20 @@ def test_logistic_regression_on_diabetes_csv(shared_data, tmp_path):
     assert (df["test_value"] > 0.72).all(), df["test_value"].tolist()
 
 
-def test_rnn_names_on_the_course_files_reaches_75_percent(shared_data, tmp_path):
-    # 2 of the task's 10 epochs: 0.803 in every framework (0.750 after 1, 0.83 after 10)
+def test_rnn_names_on_the_course_files_reaches_70_percent_in_one_epoch(shared_data, tmp_path):
+    # 1 of the task's 10 epochs, the suite's slowest test at 2: 0.7501 in every framework
+    # after 1, 0.803 after 2, 0.83 after 10 (`rosetta run --tasks rnn_names --modes graph
+    # --data-dir ../shared/data/pytorchzerotoall --epochs 1`)
     df = run(
         tasks=["rnn_names"],
         frameworks=installed_backends(),
         modes=["graph"],
         data_dir=str(shared_data / "pytorchzerotoall"),
-        epochs=2,
+        epochs=1,
         out=tmp_path,
         progress=False,
     )
     assert list(df["status"]) == ["ok"] * len(df), df["error"].tolist()
     for fw, acc in zip(df["framework"], df["test_value"], strict=True):
         # chance (always Russian) is 0.468 on the test file
-        assert acc >= 0.75, f"{fw}: rnn_names test accuracy {acc:.4f} on the names files"
+        assert acc >= 0.70, f"{fw}: rnn_names test accuracy {acc:.4f} on the names files"
