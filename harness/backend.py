@@ -13,6 +13,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
@@ -114,7 +115,20 @@ class Backend(Protocol):
     def matmul_flops(self, n: int, repeats: int = 10) -> float:
         """FLOP/s of an ``n x n`` float32 matmul on the cell's device, compiled in graph
         modes, synced, median of ``repeats`` runs after warm-up: the ceiling ``rosetta
-        bench`` compares the training step's FLOP/s with."""
+        bench`` compares the training step's FLOP/s with; its operands are
+        ``matmul_operands(n)``."""
+
+
+@cache
+def matmul_operands(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The two ``n x n`` float32 operands of ``matmul_flops``, the same in every
+    framework; drawn once per process (the bench worker reads the matmul after
+    every turn, and drawing two 2048 x 2048 arrays takes longer than one product of
+    them)."""
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((n, n), dtype=np.float32) for _ in "ab")
+    a.flags.writeable = b.flags.writeable = False
+    return a, b
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from harness.backend import Batch, Options, Weights
+from harness.backend import Batch, Options, Weights, matmul_operands
 from harness.spec import TaskSpec, is_weight, networks, task_layers
 from impls.jax import layers, train
 
@@ -253,11 +253,7 @@ class JaxBackend:
         at the default precision the training step uses. Three warm-up calls
         first (compile, first allocations); each timed call ends in
         ``block_until_ready``."""
-        rng = np.random.default_rng(0)
-        a, b = (
-            jax.device_put(rng.standard_normal((n, n), dtype=np.float32), self.device)
-            for _ in range(2)
-        )
+        a, b = (jax.device_put(m, self.device) for m in matmul_operands(n))
         matmul = jax.jit(jnp.matmul) if self.options.mode == "graph" else jnp.matmul
         for _ in range(3):
             matmul(a, b).block_until_ready()

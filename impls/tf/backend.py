@@ -15,7 +15,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from harness.backend import BACKENDS, Batch, Options, Weights  # noqa: E402
+from harness.backend import BACKENDS, Batch, Options, Weights, matmul_operands  # noqa: E402
 from harness.spec import ModelSpec, RecipeSpec, TaskSpec, networks  # noqa: E402
 from impls.tf import layers, train  # noqa: E402
 
@@ -227,9 +227,8 @@ class TFBackend:
                 tf.matmul if mode == "eager" else tf.function(tf.matmul, jit_compile=mode == "xla")
             )
         matmul = self._matmul
-        rng = np.random.default_rng(0)
         with tf.device(self._device):
-            a, b = (tf.constant(rng.standard_normal((n, n), dtype=np.float32)) for _ in "ab")
+            a, b = (tf.constant(m) for m in matmul_operands(n))
             times = []
             for i in range(3 + repeats):
                 t0 = time.perf_counter()

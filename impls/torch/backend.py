@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from harness.backend import Batch, Options, Weights
+from harness.backend import Batch, Options, Weights, matmul_operands
 from harness.spec import Optimizer, TaskSpec, is_weight, networks
 from impls.torch import layers, train
 
@@ -200,8 +200,7 @@ class TorchBackend:
         ``torch.compile``d in graph mode (Inductor hands a lone matmul to the same
         BLAS/oneDNN kernel as eager), two warm-up calls, then the median of
         ``repeats`` synced calls."""
-        gen = torch.Generator().manual_seed(0)
-        a, b = (torch.randn(n, n, generator=gen).to(self.device) for _ in range(2))
+        a, b = (torch.tensor(m, device=self.device) for m in matmul_operands(n))
         # a Python function: Dynamo traces Python frames, torch.matmul itself has none
         matmul = torch.compile(_matmul) if self.mode == "graph" else _matmul
         seconds = []

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from harness.backend import Batch, Options, Weights
+from harness.backend import Batch, Options, Weights, matmul_operands
 from harness.spec import TaskSpec, networks, walk
 
 ACTIVATIONS = {
@@ -195,11 +195,11 @@ class NumpyBackend:
         return {"traces": 0}
 
     def matmul_flops(self, n: int, repeats: int = 10) -> float:
-        a = np.ones((n, n), np.float32)
+        a, b = matmul_operands(n)
         seconds = []
         for _ in range(repeats):
             t0 = time.perf_counter()
-            a @ a
+            a @ b
             seconds.append(time.perf_counter() - t0)
         return 2 * n**3 / float(np.median(seconds))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 
 from harness import bench
@@ -182,6 +183,16 @@ def test_worker_takes_turns_and_times_the_matmul_around_each(tmp_path):
     for i, best in enumerate(result["matmul_flops"]):
         assert best == max(v[i] for v in result["matmul_flops_by_n"].values()) > 0
     assert result["harness_first_step_s"] > 0 and math.isfinite(result["harness_last_loss"])
+
+
+def test_matmul_operands_are_drawn_once_per_size_and_cannot_be_changed():
+    from harness.backend import matmul_operands
+
+    a, b = matmul_operands(16)
+    assert matmul_operands(16)[0] is a and a.dtype == b.dtype == np.float32
+    assert a.shape == b.shape == (16, 16) and not np.array_equal(a, b)
+    with pytest.raises(ValueError, match="read-only"):
+        a[0, 0] = 1.0
 
 
 def test_worker_reports_a_failure_as_its_result(monkeypatch, tmp_path):
