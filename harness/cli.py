@@ -157,7 +157,13 @@ def parser() -> argparse.ArgumentParser:
         help="which: overhead, roofline, scaling",
     )
     b.add_argument("--frameworks", type=_csv, default=list(BACKENDS), help="comma-separated")
-    b.add_argument("--modes", type=_csv, default=["eager", "graph"], help="comma-separated")
+    b.add_argument(
+        "--modes",
+        type=_csv,
+        default=list(MODES),
+        help=f"comma-separated, of: {', '.join(MODES)} (xla is TensorFlow's "
+        "tf.function(jit_compile=True))",
+    )
     b.add_argument(
         "--threads", type=int, default=0, help="intra-op threads per process (0: default)"
     )
