@@ -51,8 +51,7 @@ MATMUL_SIZES = (1024, 2048)
 BLOCKS = 8  # turns each loop takes in one bench process
 BLOCK_STEPS = 25  # steps per turn: 200 timed steps per loop and process
 OVERHEAD_CASES = (("mlp", 128), ("lenet", 64))
-# the MLP from the batch where its step is still partly bound by per-op costs to one
-# where the products dominate, and LeNet at its training batch and a large one
+# the MLP at three batches from 256 up, LeNet at its training batch and a large one
 ROOFLINE_CASES = (("mlp", 256), ("mlp", 512), ("mlp", 1024), ("lenet", 64), ("lenet", 256))
 SCALING_BATCHES = (32, 64, 128, 256, 512, 1024)
 BENCHMARKS = ("overhead", "roofline", "scaling")

@@ -40,6 +40,12 @@ def _ints(text: str) -> list[int]:
         ) from None
 
 
+# the --modes option's help, for run, check and bench alike
+MODES_HELP = (
+    f"comma-separated, of: {', '.join(MODES)} (xla is TensorFlow's tf.function(jit_compile=True))"
+)
+
+
 def _add_tasks(p: argparse.ArgumentParser) -> None:
     """The --tasks option that run and check share."""
     p.add_argument(
@@ -83,7 +89,7 @@ def parser() -> argparse.ArgumentParser:
         "--modes",
         type=_csv,
         default=["eager", "graph"],
-        help=f"comma-separated, of: {', '.join(MODES)} (xla is TensorFlow's)",
+        help=MODES_HELP,
     )
     r.add_argument(
         "--devices", type=_csv, default=["cpu"], help="comma-separated, of: cpu, gpu, auto"
@@ -129,7 +135,7 @@ def parser() -> argparse.ArgumentParser:
     _add_tasks(c)
     c.add_argument("--spec", action="append", default=[], metavar="FILE", help="a task file")
     c.add_argument("--frameworks", type=_csv, help="comma-separated (default: every installed one)")
-    c.add_argument("--modes", type=_csv, default=["eager", "graph"], help="comma-separated")
+    c.add_argument("--modes", type=_csv, default=["eager", "graph"], help=MODES_HELP)
     c.add_argument(
         "--dtype",
         type=_csv,
@@ -161,8 +167,7 @@ def parser() -> argparse.ArgumentParser:
         "--modes",
         type=_csv,
         default=list(MODES),
-        help=f"comma-separated, of: {', '.join(MODES)} (xla is TensorFlow's "
-        "tf.function(jit_compile=True))",
+        help=MODES_HELP,
     )
     b.add_argument(
         "--threads", type=int, default=0, help="intra-op threads per process (0: default)"
