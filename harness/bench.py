@@ -11,8 +11,10 @@ process at a time:
   harness/flops.py) divided by the FLOP/s of a large float32 matmul timed in the
   same process with the same threads: how close a step gets to the machine's
   usable peak.
-* **scaling**: step time and FLOP/s against the batch size, to show where each
-  framework and mode stops being bound by per-step overhead.
+* **scaling**: step time, FLOP/s and the roofline's fraction against the batch
+  size, to show where each framework and mode stops being bound by per-step
+  overhead: ``half_ceiling`` names the batch from which its step reaches half of
+  its matmul's FLOP/s.
 
 What is compared runs in turns in one process, blocks of steps alternating with
 each other (and with the matmul), and each ratio is a median over block pairs: this
@@ -209,37 +211,10 @@ def roofline(
 ) -> list[dict[str, Any]]:
     rows = []
     for task, batch in ROOFLINE_CASES:
-        spec = bench_spec(task, batch)
-        flops = train_step_flops(spec, data.sample_shape(spec.data), batch)
         for fw in frameworks:
             for mode in _modes(fw, modes):
-                m = Measure(task, batch, fw, mode, threads)
-                results = [paired(m, out, matmul_sizes=MATMUL_SIZES, round_=r)
-                           for r in range(rounds)]  # fmt: skip
-                ok = [{**r, "ceiling": _around(r["matmul_flops"])} for r in _ok(results)]
-                fractions = _per_round(ok, lambda s, p, f=flops: f / s / p, "harness_block_s",
-                                       "ceiling")  # fmt: skip
-                steps = [_median(r["harness_block_s"]) for r in ok]
-                peaks = [_median(r["matmul_flops"]) for r in ok]
-                by_n = {n: _median([_median(r["matmul_flops_by_n"][n]) for r in ok])
-                        for n in (ok[0].get("matmul_flops_by_n", {}) if ok else {})}  # fmt: skip
-                step, peak = _median(steps), _median(peaks)
-                row = {
-                    "benchmark": "roofline", **m.__dict__,
-                    "step_ms": _ms(step),
-                    "step_gflop": flops / 1e9,
-                    "achieved_gflops": None if not step else flops / step / 1e9,
-                    "matmul_gflops": None if not peak else peak / 1e9,
-                    "fraction": _median(fractions), "rounds": len(fractions),
-                    "fractions": fractions, "spread": _spread(fractions),
-                    "step_ms_rounds": [_ms(x) for x in steps],
-                    "matmul_gflops_rounds": [x / 1e9 for x in peaks],
-                    # which size sets the ceiling: each size's median over readings and rounds
-                    "matmul_gflops_by_n": {n: x / 1e9 for n, x in by_n.items()},
-                    "turns": _turns(ok, "harness_block_s", "matmul_flops_by_n"),
-                    "peak_rss_mb": _median([r["peak_rss_mb"] for r in ok if r.get("peak_rss_mb")]),
-                    "error": _error(results),
-                }  # fmt: skip
+                row = {"benchmark": "roofline", **_against_ceiling(
+                    Measure(task, batch, fw, mode, threads), out, rounds)}  # fmt: skip
                 say(row)
                 rows.append(row)
     return rows
@@ -255,24 +230,49 @@ def scaling(
 ) -> list[dict[str, Any]]:
     rows = []
     for batch in SCALING_BATCHES:
-        spec = bench_spec("mlp", batch)
-        flops = train_step_flops(spec, data.sample_shape(spec.data), batch)
         for fw in frameworks:
             for mode in _modes(fw, modes):
-                m = Measure("mlp", batch, fw, mode, threads)
-                results = [paired(m, out, round_=r) for r in range(rounds)]
-                steps = [_median(r["harness_block_s"]) for r in _ok(results)]
-                step = _median(steps)
+                row = _against_ceiling(Measure("mlp", batch, fw, mode, threads), out, rounds)
+                step = row["step_ms"]
                 row = {
-                    "benchmark": "scaling", **m.__dict__,
-                    "step_ms": _ms(step),
-                    "samples_per_s": None if not step else batch / step,
-                    "achieved_gflops": None if not step else flops / step / 1e9,
-                    "rounds": len(steps), "spread": _spread(steps), "error": _error(results),
+                    "benchmark": "scaling", **row,
+                    "samples_per_s": None if not step else 1000 * batch / step,
+                    "spread": _spread(row["step_ms_rounds"]),  # of its figure, the step time
                 }  # fmt: skip
                 say(row)
                 rows.append(row)
     return rows
+
+
+def _against_ceiling(m: Measure, out: Path, rounds: int) -> dict[str, Any]:
+    """A measurement's step against the matmul timed around its turns, in ``rounds``
+    processes: the figures a roofline and a scaling row share."""
+    spec = bench_spec(m.task, m.batch)
+    flops = train_step_flops(spec, data.sample_shape(spec.data), m.batch)
+    results = [paired(m, out, matmul_sizes=MATMUL_SIZES, round_=r) for r in range(rounds)]
+    ok = [{**r, "ceiling": _around(r["matmul_flops"])} for r in _ok(results)]
+    fractions = _per_round(ok, lambda s, p: flops / s / p, "harness_block_s", "ceiling")
+    steps = [_median(r["harness_block_s"]) for r in ok]
+    peaks = [_median(r["matmul_flops"]) for r in ok]
+    by_n = {n: _median([_median(r["matmul_flops_by_n"][n]) for r in ok])
+            for n in (ok[0].get("matmul_flops_by_n", {}) if ok else {})}  # fmt: skip
+    step, peak = _median(steps), _median(peaks)
+    return {
+        **m.__dict__,
+        "step_ms": _ms(step),
+        "step_gflop": flops / 1e9,
+        "achieved_gflops": None if not step else flops / step / 1e9,
+        "matmul_gflops": None if not peak else peak / 1e9,
+        "fraction": _median(fractions), "rounds": len(fractions),
+        "fractions": fractions, "spread": _spread(fractions),
+        "step_ms_rounds": [_ms(x) for x in steps],
+        "matmul_gflops_rounds": [x / 1e9 for x in peaks],
+        # which size sets the ceiling: each size's median over readings and rounds
+        "matmul_gflops_by_n": {n: x / 1e9 for n, x in by_n.items()},
+        "turns": _turns(ok, "harness_block_s", "matmul_flops_by_n"),
+        "peak_rss_mb": _median([r["peak_rss_mb"] for r in ok if r.get("peak_rss_mb")]),
+        "error": _error(results),
+    }  # fmt: skip
 
 
 def _modes(framework: str, modes: Iterable[str]) -> list[str]:
@@ -357,6 +357,31 @@ def stability(rows: list[dict[str, Any]], earlier: list[dict[str, Any]]) -> pd.D
 
 # --------------------------------------------------------------------------- tables
 
+HALF = 0.5  # a step at half its own matmul's FLOP/s or more counts as compute-bound
+
+
+def half_ceiling(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Where each framework and mode becomes compute-bound on the MLP: the smallest
+    batch measured from which every larger batch's step also reaches ``HALF`` of its
+    matmul ceiling (missing where the largest batch's does not), and the best
+    fraction measured."""
+    mlp = [r for r in rows if r["task"] == "mlp" and r.get("fraction") is not None]
+    if not mlp:
+        return pd.DataFrame()
+    out = []
+    for (fw, mode), part in pd.DataFrame(mlp).groupby(["framework", "mode"], sort=False):
+        part = part.sort_values("batch")
+        below = part["batch"][part["fraction"] < HALF]
+        reached = part["batch"][part["batch"] > below.max()] if len(below) else part["batch"]
+        best = part.loc[part["fraction"].idxmax()]
+        out.append({
+            "framework": fw, "mode": mode,
+            "half_from_batch": reached.min() if len(reached) else None,
+            "batches": f"{part['batch'].min()}-{part['batch'].max()}",
+            "best_fraction": best["fraction"], "at_batch": best["batch"],
+        })  # fmt: skip
+    return pd.DataFrame(out).astype({"half_from_batch": "Int64", "at_batch": "Int64"})
+
 
 def tables(rows: list[dict[str, Any]]) -> dict[str, pd.DataFrame]:
     """One DataFrame per benchmark, numbers rounded for reading."""
@@ -368,7 +393,7 @@ def tables(rows: list[dict[str, Any]]) -> dict[str, pd.DataFrame]:
         ("roofline", ["task", "batch", "framework", "mode", "step_ms", "achieved_gflops",
                       "matmul_gflops", "fraction", "spread"]),
         ("scaling", ["batch", "framework", "mode", "step_ms", "samples_per_s", "achieved_gflops",
-                     "spread"]),
+                     "matmul_gflops", "fraction", "spread"]),
     ):  # fmt: skip
         part = df[df["benchmark"] == name] if not df.empty else df
         if not part.empty:
@@ -403,7 +428,8 @@ def write_markdown(
         "is the median over the turns). The matmul runs as the mode's step does: op by op "
         "in eager, compiled in graph (torch.compile, tf.function, jax.jit), through XLA in "
         "TF's xla, so matmul_gflops is each mode's own ceiling.",
-        "scaling": "the MLP's step time and throughput as the batch grows.",
+        "scaling": "the MLP's step time and throughput as the batch grows, and its "
+        "fraction of the mode's matmul ceiling, timed around its turns as in the roofline.",
     }
     rounds = max((r.get("rounds") or 1 for r in rows), default=1)
     if rounds > 1:
@@ -413,9 +439,18 @@ def write_markdown(
         ]  # fmt: skip
     for name, df in tables(rows).items():
         parts += [f"## {name}", "", markdown_table(df), "", notes[name], ""]
+        half = half_ceiling([r for r in rows if r["benchmark"] == name])
+        if not half.empty:
+            parts += [
+                markdown_table(half.round(3)), "",
+                f"half_from_batch: the smallest batch from which the MLP's step reaches "
+                f"{HALF:.0%} of its mode's matmul ceiling at every larger batch measured too "
+                "(-: not even at the largest); best_fraction: the highest fraction, at at_batch.",
+                "",
+            ]  # fmt: skip
     scaling_rows = [r for r in rows if r["benchmark"] == "scaling"]
     if scaling_rows:
-        fig = scaling_figure(pd.DataFrame(scaling_rows))
+        fig = scaling_figure(pd.DataFrame(scaling_rows), HALF)
         (out / "scaling.png").write_bytes(png(fig))
         parts += ["![scaling](scaling.png)", ""]
     if stable is not None and not stable.empty:

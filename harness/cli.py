@@ -424,7 +424,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace, argv: list[str]) -> int:
     from harness.bench import (
         BENCHMARKS,
+        HALF,
         STABLE_WITHIN,
+        half_ceiling,
         read_rows,
         run_bench,
         stability,
@@ -465,6 +467,10 @@ def cmd_bench(args: argparse.Namespace, argv: list[str]) -> int:
     )
     for name, df in tables(rows).items():
         print(f"\n{name}\n{df.to_string(index=False)}")
+        half = half_ceiling([r for r in rows if r["benchmark"] == name])
+        if not half.empty:
+            print(f"\n{name}: the MLP's step at {HALF:.0%} of its matmul ceiling or more "
+                  f"from half_from_batch on\n{half.round(3).to_string(index=False)}")  # fmt: skip
     stable = None if earlier is None else stability(rows, earlier)
     if stable is not None:
         held = int(stable["stable"].fillna(False).sum())

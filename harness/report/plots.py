@@ -284,11 +284,14 @@ def _bars(ax, task_df: pd.DataFrame, modes: list[str], value: str, iqr: str | No
     ax.grid(axis="y", alpha=0.3)
 
 
-def scaling_figure(df: pd.DataFrame) -> Figure:
+def scaling_figure(df: pd.DataFrame, half: float) -> Figure:
     """``rosetta bench``'s scaling rows: step time and GFLOP/s against the batch size,
-    a line per framework x mode."""
-    fig = Figure(figsize=(11, 4.2), layout="constrained")
-    ax_time, ax_flops = fig.subplots(1, 2)
+    a line per framework x mode, and, where the rows have it, the fraction of the
+    mode's own matmul ceiling, with a line at ``half`` of it."""
+    fractions = "fraction" in df and df["fraction"].notna().any()
+    fig = Figure(figsize=(15 if fractions else 11, 4.2), layout="constrained")
+    axes = fig.subplots(1, 3 if fractions else 2)
+    ax_time, ax_flops = axes[:2]
     order = list(dict.fromkeys(df["framework"]))
     for (framework, mode), part in df.groupby(["framework", "mode"], sort=False):
         part = part.sort_values("batch")
@@ -300,11 +303,17 @@ def scaling_figure(df: pd.DataFrame) -> Figure:
         }
         ax_time.plot(part["batch"], part["step_ms"], **style)
         ax_flops.plot(part["batch"], part["achieved_gflops"], **style)
+        if fractions:
+            axes[2].plot(part["batch"], part["fraction"], **style)
     ax_time.set(xscale="log", yscale="log", xlabel="batch size", ylabel="ms per step",
                 title="step time (median)")  # fmt: skip
     ax_flops.set(xscale="log", xlabel="batch size", ylabel="GFLOP/s",
                  title="achieved FLOP/s (matrix products)")  # fmt: skip
-    for ax in (ax_time, ax_flops):
+    if fractions:
+        axes[2].axhline(half, color="0.4", linewidth=0.8, linestyle=":")
+        axes[2].set(xscale="log", xlabel="batch size", ylabel="step FLOP/s / matmul FLOP/s",
+                    title="fraction of the mode's own matmul", ylim=(0, 1))  # fmt: skip
+    for ax in axes:
         ax.grid(alpha=0.3)
     ax_flops.legend(frameon=False, fontsize=8)
     fig.suptitle("Scaling with the batch size: the MLP", fontsize=13)

@@ -6,6 +6,7 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from harness import bench
@@ -120,12 +121,16 @@ def test_markdown_has_every_table_and_the_scaling_figure(tmp_path):
          "matmul_gflops": 196.0, "fraction": 0.5},
     ] + [
         {"benchmark": "scaling", "task": "mlp", "batch": b, "framework": fw, "mode": "graph",
-         "threads": 0, "step_ms": b / 50, "samples_per_s": 50_000.0, "achieved_gflops": 80.0}
+         "threads": 0, "step_ms": b / 50, "samples_per_s": 50_000.0, "achieved_gflops": 80.0,
+         "fraction": b / 100}
         for b in (32, 64) for fw in ("torch", "jax")
     ]  # fmt: skip
     md = bench.write_markdown(rows, tmp_path, "rosetta bench").read_text()
     for name in ("## overhead", "## roofline", "## scaling", "![scaling](scaling.png)"):
         assert name in md
+    # the roofline's MLP row reaches half its ceiling at its one batch
+    assert "| torch | graph | 256 | 256-256 | 0.5 | 256 |" in md
+    assert "| jax | graph | 64 | 32-64 | 0.64 | 64 |" in md  # scaling's: only its largest
     assert (tmp_path / "scaling.png").stat().st_size > 10_000
 
 
@@ -136,10 +141,58 @@ def test_bench_rejects_unknown_names(capsys):
 
 
 def test_rows_are_json(tmp_path, monkeypatch):
-    _fake(monkeypatch, [0.01])
+    _fake(monkeypatch, [0.01], matmul=[2e11, 2e11])
     bench.run_bench(["scaling"], ["torch"], ["eager"], tmp_path)
     rows = [json.loads(x) for x in (tmp_path / "bench.jsonl").read_text().splitlines()]
     assert [r["batch"] for r in rows] == list(bench.SCALING_BATCHES)
+
+
+def test_scaling_rows_carry_the_fraction_of_the_matmul_timed_around_their_turns(
+    monkeypatch, tmp_path
+):
+    _fake(monkeypatch, [0.01, 0.02], matmul=[3e11, 1e11, 1e11])
+    monkeypatch.setattr(bench, "SCALING_BATCHES", (256,))
+    (row,) = bench.run_bench(["scaling"], ["tf"], ["graph"], tmp_path)
+    flops = 256 * (2 * 2 * 784 * 512 + 3 * 2 * (512 * 256 + 256 * 128 + 128 * 64 + 64 * 10))
+    assert row["fraction"] == pytest.approx(flops / 0.01 / 2e11)  # as in the roofline
+    assert row["samples_per_s"] == pytest.approx(256 / 0.015)
+    assert row["achieved_gflops"] == pytest.approx(flops / 0.015 / 1e9)
+
+
+def test_the_cli_says_from_which_batch_each_mode_reaches_half_its_ceiling(
+    monkeypatch, tmp_path, capsys
+):
+    _fake(monkeypatch, [0.01, 0.01], matmul=[1e11, 1e11, 1e11])  # fraction 0.676 at 256
+    monkeypatch.setattr(bench, "SCALING_BATCHES", (32, 256))  # 0.085 at 32
+    args = ["bench", "scaling", "--frameworks", "tf", "--modes", "xla", "--out", str(tmp_path)]
+    assert main(args + ["--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    summary = out[out.index("scaling: the MLP's step at 50%") :].splitlines()
+    assert summary[1].split() == ["framework", "mode", "half_from_batch", "batches",
+                                  "best_fraction", "at_batch"]  # fmt: skip
+    assert summary[2].split() == ["tf", "xla", "256", "32-256", "0.676", "256"]
+
+
+def _fractions(fw: str, mode: str, by_batch: dict[int, float | None]) -> list[dict]:
+    return [{"benchmark": "scaling", "task": "mlp", "batch": b, "framework": fw, "mode": mode,
+             "fraction": f} for b, f in by_batch.items()]  # fmt: skip
+
+
+def test_half_ceiling_is_the_batch_from_which_every_larger_one_reaches_half():
+    rows = (
+        _fractions("torch", "graph", {64: 0.6, 128: 0.4, 256: 0.55, 512: 0.7})  # dips at 128
+        + _fractions("tf", "graph", {64: 0.1, 128: 0.3, 256: 0.45, 512: 0.49})  # never
+        + _fractions("jax", "graph", {64: 0.5, 128: 0.7, 256: None, 512: 0.6})  # 256 failed
+        + [{**_fractions("jax", "eager", {64: 0.9})[0], "task": "lenet"}]  # not the MLP
+    )
+    half = bench.half_ceiling(rows).set_index(["framework", "mode"])
+    assert list(half.index) == [("torch", "graph"), ("tf", "graph"), ("jax", "graph")]
+    assert half.loc[("torch", "graph"), "half_from_batch"] == 256
+    assert half.loc[("tf", "graph"), "half_from_batch"] is pd.NA
+    assert half.loc[("tf", "graph"), "best_fraction"] == 0.49
+    assert half.loc[("tf", "graph"), "at_batch"] == 512
+    assert half.loc[("jax", "graph"), "half_from_batch"] == 64
+    assert bench.half_ceiling([]).empty
 
 
 def test_keras_fit_is_compared_with_the_harness_graph_step(monkeypatch, tmp_path):
