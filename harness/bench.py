@@ -90,10 +90,11 @@ def paired(
     round_: int = 0,
     blocks: int = BLOCKS,
     block: int = BLOCK_STEPS,
+    benchmark: str = "bench",
 ) -> dict[str, Any]:
     """One bench process (``harness.paired``): the harness's step, in turns with the
     minimal loop's in ``minimal_mode`` and with the matmuls when asked; its result, or
-    ``{"error": ...}``."""
+    ``{"error": ...}``. Its log is named after ``benchmark`` and the measurement."""
     info = BACKENDS[m.framework]
     missing = missing_packages(info)
     if missing:
@@ -107,7 +108,7 @@ def paired(
         else {"model": m.task, "batch": m.batch, "mode": minimal_mode},
         "minimal_module": f"impls.{m.framework}.minimal",
     }  # fmt: skip
-    log = out / "logs" / f"{_slug(m)}-{minimal_mode or 'alone'}-r{round_}.log"
+    log = out / "logs" / f"{benchmark}-{_slug(m)}-{minimal_mode or 'alone'}-r{round_}.log"
     result = run_worker("harness.paired", cfg, thread_env(m.threads), 900.0, log, lambda e: None)
     if result.record is None:
         return {"error": f"{result.status}: {result.detail}"}
@@ -182,7 +183,8 @@ def overhead(
                       if ours in modes]  # fmt: skip
             for their_mode, mode in pairs:
                 m = Measure(task, batch, fw, mode, threads)
-                results = [paired(m, out, their_mode, round_=r) for r in range(rounds)]
+                results = [paired(m, out, their_mode, round_=r, benchmark="overhead")
+                           for r in range(rounds)]  # fmt: skip
                 ok = _ok(results)
                 ratios = _per_round(ok, lambda h, u: h / u, "harness_block_s", "minimal_block_s")
                 h = [_median(r["harness_block_s"]) for r in ok]
@@ -213,8 +215,8 @@ def roofline(
     for task, batch in ROOFLINE_CASES:
         for fw in frameworks:
             for mode in _modes(fw, modes):
-                row = {"benchmark": "roofline", **_against_ceiling(
-                    Measure(task, batch, fw, mode, threads), out, rounds)}  # fmt: skip
+                m = Measure(task, batch, fw, mode, threads)
+                row = {"benchmark": "roofline", **_against_ceiling(m, out, rounds, "roofline")}
                 say(row)
                 rows.append(row)
     return rows
@@ -232,7 +234,8 @@ def scaling(
     for batch in SCALING_BATCHES:
         for fw in frameworks:
             for mode in _modes(fw, modes):
-                row = _against_ceiling(Measure("mlp", batch, fw, mode, threads), out, rounds)
+                m = Measure("mlp", batch, fw, mode, threads)
+                row = _against_ceiling(m, out, rounds, "scaling")
                 step = row["step_ms"]
                 row = {
                     "benchmark": "scaling", **row,
@@ -244,12 +247,13 @@ def scaling(
     return rows
 
 
-def _against_ceiling(m: Measure, out: Path, rounds: int) -> dict[str, Any]:
+def _against_ceiling(m: Measure, out: Path, rounds: int, benchmark: str) -> dict[str, Any]:
     """A measurement's step against the matmul timed around its turns, in ``rounds``
     processes: the figures a roofline and a scaling row share."""
     spec = bench_spec(m.task, m.batch)
     flops = train_step_flops(spec, data.sample_shape(spec.data), m.batch)
-    results = [paired(m, out, matmul_sizes=MATMUL_SIZES, round_=r) for r in range(rounds)]
+    results = [paired(m, out, matmul_sizes=MATMUL_SIZES, round_=r, benchmark=benchmark)
+               for r in range(rounds)]  # fmt: skip
     ok = [{**r, "ceiling": _around(r["matmul_flops"])} for r in _ok(results)]
     fractions = _per_round(ok, lambda s, p: flops / s / p, "harness_block_s", "ceiling")
     steps = [_median(r["harness_block_s"]) for r in ok]

@@ -173,6 +173,23 @@ def test_the_cli_says_from_which_batch_each_mode_reaches_half_its_ceiling(
     assert summary[2].split() == ["tf", "xla", "256", "32-256", "0.676", "256"]
 
 
+def test_roofline_and_scaling_of_one_measurement_keep_their_own_logs(monkeypatch, tmp_path):
+    logs: list = []
+
+    def run_worker(module, cfg, env, timeout, log, on_event):
+        logs.append(log.name)
+        return type("Result", (), {"record": None, "status": "crashed", "detail": "boom"})()
+
+    monkeypatch.setattr(bench, "run_worker", run_worker)
+    monkeypatch.setattr(bench, "missing_packages", lambda info: [])
+    monkeypatch.setattr(bench, "ROOFLINE_CASES", (("mlp", 256),))
+    monkeypatch.setattr(bench, "SCALING_BATCHES", (256,))
+    rows = bench.run_bench(["roofline", "scaling"], ["torch"], ["eager"], tmp_path)
+    assert [r["error"] for r in rows] == ["crashed: boom"] * 2
+    assert logs == ["roofline-mlp-b256-torch-eager-t0-alone-r0.log",
+                    "scaling-mlp-b256-torch-eager-t0-alone-r0.log"]  # fmt: skip
+
+
 def _fractions(fw: str, mode: str, by_batch: dict[int, float | None]) -> list[dict]:
     return [{"benchmark": "scaling", "task": "mlp", "batch": b, "framework": fw, "mode": mode,
              "fraction": f} for b, f in by_batch.items()]  # fmt: skip
