@@ -364,12 +364,13 @@ def stability(rows: list[dict[str, Any]], earlier: list[dict[str, Any]]) -> pd.D
 HALF = 0.5  # a step at half its own matmul's FLOP/s or more counts as compute-bound
 
 
-def half_ceiling(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """Where each framework and mode becomes compute-bound on the MLP: the smallest
-    batch measured from which every larger batch's step also reaches ``HALF`` of its
-    matmul ceiling (missing where the largest batch's does not), and the best
-    fraction measured."""
-    mlp = [r for r in rows if r["task"] == "mlp" and r.get("fraction") is not None]
+def half_ceiling(rows: list[dict[str, Any]], benchmark: str) -> pd.DataFrame:
+    """Where each framework and mode becomes compute-bound on the MLP, in one
+    benchmark's rows (the roofline's or the scaling's): the smallest batch measured
+    from which every larger batch's step also reaches ``HALF`` of its matmul ceiling
+    (missing where the largest batch's does not), and the best fraction measured."""
+    mlp = [r for r in rows if r["benchmark"] == benchmark and r["task"] == "mlp"
+           and r.get("fraction") is not None]  # fmt: skip
     if not mlp:
         return pd.DataFrame()
     out = []
@@ -443,7 +444,7 @@ def write_markdown(
         ]  # fmt: skip
     for name, df in tables(rows).items():
         parts += [f"## {name}", "", markdown_table(df), "", notes[name], ""]
-        half = half_ceiling([r for r in rows if r["benchmark"] == name])
+        half = half_ceiling(rows, name)
         if not half.empty:
             parts += [
                 markdown_table(half.round(3)), "",

@@ -467,7 +467,7 @@ def cmd_bench(args: argparse.Namespace, argv: list[str]) -> int:
     )
     for name, df in tables(rows).items():
         print(f"\n{name}\n{df.to_string(index=False)}")
-        half = half_ceiling([r for r in rows if r["benchmark"] == name])
+        half = half_ceiling(rows, name)
         if not half.empty:
             print(f"\n{name}: the MLP's step at {HALF:.0%} of its matmul ceiling or more "
                   f"from half_from_batch on\n{half.round(3).to_string(index=False)}")  # fmt: skip

@@ -202,14 +202,15 @@ def test_half_ceiling_is_the_batch_from_which_every_larger_one_reaches_half():
         + _fractions("jax", "graph", {64: 0.5, 128: 0.7, 256: None, 512: 0.6})  # 256 failed
         + [{**_fractions("jax", "eager", {64: 0.9})[0], "task": "lenet"}]  # not the MLP
     )
-    half = bench.half_ceiling(rows).set_index(["framework", "mode"])
+    half = bench.half_ceiling(rows, "scaling").set_index(["framework", "mode"])
     assert list(half.index) == [("torch", "graph"), ("tf", "graph"), ("jax", "graph")]
     assert half.loc[("torch", "graph"), "half_from_batch"] == 256
     assert half.loc[("tf", "graph"), "half_from_batch"] is pd.NA
     assert half.loc[("tf", "graph"), "best_fraction"] == 0.49
     assert half.loc[("tf", "graph"), "at_batch"] == 512
     assert half.loc[("jax", "graph"), "half_from_batch"] == 64
-    assert bench.half_ceiling([]).empty
+    assert bench.half_ceiling([], "scaling").empty
+    assert bench.half_ceiling(rows, "roofline").empty
 
 
 def test_keras_fit_is_compared_with_the_harness_graph_step(monkeypatch, tmp_path):
