@@ -20,8 +20,10 @@ What is compared runs in turns in one process, blocks of steps alternating with
 each other (and with the matmul), and each ratio is a median over block pairs: this
 machine's speed drifts by tens of percent over seconds and minutes, and two
 processes timed one after the other measure that drift as much as the loops. With
-``rounds`` above one every measurement is taken in that many processes, and its
-figure is the median over them, with their spread.
+``rounds`` above one every measurement is taken in that many processes, a pass
+over all the measurements per round (so that a slow stretch of minutes meets one
+round of each, not all of one's), and its figure is the median over them, with
+their spread.
 
 Results go to ``bench.jsonl`` and ``bench.md`` (tables and a figure) in the run folder.
 """
@@ -167,93 +169,86 @@ def _turns(ok: list[dict[str, Any]], *keys: str) -> list[dict[str, Any]]:
 MINIMAL_ONLY = {"tf": {"fit": "graph"}, "jax": {"functional": "graph"}}
 
 
-def overhead(
-    frameworks: Iterable[str],
-    modes: Iterable[str],
-    threads: int,
-    out: Path,
-    say: Callable,
-    rounds: int = 1,
-) -> list[dict[str, Any]]:
-    rows = []
+@dataclass(frozen=True)
+class Job:
+    """One row of a benchmark: the measurement, the minimal loop its step is compared
+    with (the overhead's), and the bench process each round takes."""
+
+    benchmark: str
+    m: Measure
+    minimal_mode: str | None = None
+
+    def take(self, out: Path, round_: int) -> dict[str, Any]:
+        sizes = () if self.benchmark == "overhead" else MATMUL_SIZES
+        return paired(self.m, out, self.minimal_mode, sizes, round_, benchmark=self.benchmark)
+
+    def row(self, results: list[dict[str, Any]]) -> dict[str, Any]:
+        return ROWS[self.benchmark](self, results)
+
+    def __str__(self) -> str:
+        versus = f" vs {self.minimal_mode}" if self.minimal_mode else ""
+        return f"{self.benchmark} {self.m.task} b{self.m.batch} {self.m.framework} {self.m.mode}{versus}"
+
+
+def overhead(frameworks: Iterable[str], modes: Iterable[str], threads: int) -> list[Job]:
+    jobs = []
     for task, batch in OVERHEAD_CASES:
         for fw in frameworks:
             pairs = [(mode, mode) for mode in _modes(fw, modes)]
             pairs += [(theirs, ours) for theirs, ours in MINIMAL_ONLY.get(fw, {}).items()
                       if ours in modes]  # fmt: skip
-            for their_mode, mode in pairs:
-                m = Measure(task, batch, fw, mode, threads)
-                results = [paired(m, out, their_mode, round_=r, benchmark="overhead")
-                           for r in range(rounds)]  # fmt: skip
-                ok = _ok(results)
-                ratios = _per_round(ok, lambda h, u: h / u, "harness_block_s", "minimal_block_s")
-                h = [_median(r["harness_block_s"]) for r in ok]
-                u = [_median(r["minimal_block_s"]) for r in ok]
-                row = {
-                    "benchmark": "overhead", **m.__dict__, "minimal_mode": their_mode,
-                    "harness_ms": _ms(_median(h)), "minimal_ms": _ms(_median(u)),
-                    "ratio": _median(ratios), "rounds": len(ratios), "ratios": ratios,
-                    "spread": _spread(ratios), "error": _error(results),
-                    "harness_ms_rounds": [_ms(x) for x in h],
-                    "minimal_ms_rounds": [_ms(x) for x in u],
-                    "turns": _turns(ok, "harness_block_s", "minimal_block_s"),
-                }  # fmt: skip
-                say(row)
-                rows.append(row)
-    return rows
+            jobs += [Job("overhead", Measure(task, batch, fw, mode, threads), their_mode)
+                     for their_mode, mode in pairs]  # fmt: skip
+    return jobs
 
 
-def roofline(
-    frameworks: Iterable[str],
-    modes: Iterable[str],
-    threads: int,
-    out: Path,
-    say: Callable,
-    rounds: int = 1,
-) -> list[dict[str, Any]]:
-    rows = []
-    for task, batch in ROOFLINE_CASES:
-        for fw in frameworks:
-            for mode in _modes(fw, modes):
-                m = Measure(task, batch, fw, mode, threads)
-                row = {"benchmark": "roofline", **_against_ceiling(m, out, rounds, "roofline")}
-                say(row)
-                rows.append(row)
-    return rows
+def roofline(frameworks: Iterable[str], modes: Iterable[str], threads: int) -> list[Job]:
+    return [Job("roofline", Measure(task, batch, fw, mode, threads))
+            for task, batch in ROOFLINE_CASES for fw in frameworks
+            for mode in _modes(fw, modes)]  # fmt: skip
 
 
-def scaling(
-    frameworks: Iterable[str],
-    modes: Iterable[str],
-    threads: int,
-    out: Path,
-    say: Callable,
-    rounds: int = 1,
-) -> list[dict[str, Any]]:
-    rows = []
-    for batch in SCALING_BATCHES:
-        for fw in frameworks:
-            for mode in _modes(fw, modes):
-                m = Measure("mlp", batch, fw, mode, threads)
-                row = _against_ceiling(m, out, rounds, "scaling")
-                step = row["step_ms"]
-                row = {
-                    "benchmark": "scaling", **row,
-                    "samples_per_s": None if not step else 1000 * batch / step,
-                    "spread": _spread(row["step_ms_rounds"]),  # of its figure, the step time
-                }  # fmt: skip
-                say(row)
-                rows.append(row)
-    return rows
+def scaling(frameworks: Iterable[str], modes: Iterable[str], threads: int) -> list[Job]:
+    return [Job("scaling", Measure("mlp", batch, fw, mode, threads))
+            for batch in SCALING_BATCHES for fw in frameworks
+            for mode in _modes(fw, modes)]  # fmt: skip
 
 
-def _against_ceiling(m: Measure, out: Path, rounds: int, benchmark: str) -> dict[str, Any]:
-    """A measurement's step against the matmul timed around its turns, in ``rounds``
-    processes: the figures a roofline and a scaling row share."""
+def overhead_row(job: Job, results: list[dict[str, Any]]) -> dict[str, Any]:
+    ok = _ok(results)
+    ratios = _per_round(ok, lambda h, u: h / u, "harness_block_s", "minimal_block_s")
+    h = [_median(r["harness_block_s"]) for r in ok]
+    u = [_median(r["minimal_block_s"]) for r in ok]
+    return {
+        "benchmark": "overhead", **job.m.__dict__, "minimal_mode": job.minimal_mode,
+        "harness_ms": _ms(_median(h)), "minimal_ms": _ms(_median(u)),
+        "ratio": _median(ratios), "rounds": len(ratios), "ratios": ratios,
+        "spread": _spread(ratios), "error": _error(results),
+        "harness_ms_rounds": [_ms(x) for x in h],
+        "minimal_ms_rounds": [_ms(x) for x in u],
+        "turns": _turns(ok, "harness_block_s", "minimal_block_s"),
+    }  # fmt: skip
+
+
+def roofline_row(job: Job, results: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"benchmark": "roofline", **_against_ceiling(job.m, results)}
+
+
+def scaling_row(job: Job, results: list[dict[str, Any]]) -> dict[str, Any]:
+    row = _against_ceiling(job.m, results)
+    step = row["step_ms"]
+    return {
+        "benchmark": "scaling", **row,
+        "samples_per_s": None if not step else 1000 * job.m.batch / step,
+        "spread": _spread(row["step_ms_rounds"]),  # of its figure, the step time
+    }  # fmt: skip
+
+
+def _against_ceiling(m: Measure, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """A measurement's step against the matmul timed around its turns, over its
+    rounds' processes: the figures a roofline and a scaling row share."""
     spec = bench_spec(m.task, m.batch)
     flops = train_step_flops(spec, data.sample_shape(spec.data), m.batch)
-    results = [paired(m, out, matmul_sizes=MATMUL_SIZES, round_=r, benchmark=benchmark)
-               for r in range(rounds)]  # fmt: skip
     ok = [{**r, "ceiling": _around(r["matmul_flops"])} for r in _ok(results)]
     fractions = _per_round(ok, lambda s, p: flops / s / p, "harness_block_s", "ceiling")
     steps = [_median(r["harness_block_s"]) for r in ok]
@@ -283,7 +278,8 @@ def _modes(framework: str, modes: Iterable[str]) -> list[str]:
     return [m for m in modes if m in BACKENDS[framework].modes]
 
 
-RUNNERS = {"overhead": overhead, "roofline": roofline, "scaling": scaling}
+JOBS = {"overhead": overhead, "roofline": roofline, "scaling": scaling}
+ROWS = {"overhead": overhead_row, "roofline": roofline_row, "scaling": scaling_row}
 
 
 def run_bench(
@@ -294,24 +290,51 @@ def run_bench(
     threads: int = 0,
     say: Callable[[dict], None] = lambda row: None,
     rounds: int = 1,
+    progress: bool = False,
 ) -> list[dict[str, Any]]:
-    """Run the named benchmarks, each measurement ``rounds`` times; every row is
-    appended to ``out/bench.jsonl`` as it is measured, so an interrupted bench keeps
-    what it has."""
+    """Run the named benchmarks, each measurement in ``rounds`` processes.
+
+    The rounds are passes over every measurement, one after the other, so that one
+    measurement's processes lie a pass apart: a stretch of minutes in which the
+    machine runs slower falls on one round of the measurements it meets, and their
+    median leaves it out, where a measurement's rounds taken back to back would all
+    fall in it. Each row is appended to ``out/bench.jsonl`` (and given to ``say``) as
+    the last pass measures it; an interrupted bench keeps the rows of what its
+    rounds measured so far."""
+    from tqdm.auto import tqdm
+
     if rounds < 1:
         raise UsageError(f"--rounds must be 1 or more, not {rounds}")
     out.mkdir(parents=True, exist_ok=True)
     installed = [f for f in frameworks if not missing_packages(BACKENDS[f])]
+    jobs = [job for name in benchmarks for job in JOBS[name](installed, modes, threads)]
+    taken: list[list[dict[str, Any]]] = [[] for _ in jobs]
     rows: list[dict[str, Any]] = []
 
     def keep(row: dict) -> None:
         with (out / "bench.jsonl").open("a") as f:
             f.write(json.dumps(row) + "\n")
         rows.append(row)
-        say(row)
+        with tqdm.external_write_mode():
+            say(row)
 
-    for name in benchmarks:
-        RUNNERS[name](installed, modes, threads, out, keep, rounds)
+    bar = tqdm(total=rounds * len(jobs), disable=not progress, unit="process",
+               dynamic_ncols=True)  # fmt: skip
+    try:
+        for r in range(rounds):
+            for job, results in zip(jobs, taken, strict=True):
+                bar.set_description(f"round {r + 1}/{rounds}: {job}")
+                results.append(job.take(out, r))
+                bar.update()
+                if r == rounds - 1:
+                    keep(job.row(results))
+    except KeyboardInterrupt:
+        for job, results in zip(jobs, taken, strict=True):
+            if len(results) not in (0, rounds):
+                keep(job.row(results))
+        raise
+    finally:
+        bar.close()
     return rows
 
 

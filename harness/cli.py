@@ -176,10 +176,11 @@ def parser() -> argparse.ArgumentParser:
         "--rounds",
         type=int,
         default=3,
-        help="take every measurement in this many fresh processes and report the median "
-        "and the spread",
+        help="take every measurement in this many fresh processes, one pass over all "
+        "measurements per round, and report the median and the spread",
     )
     b.add_argument("--out", help="write bench.jsonl and bench.md here instead of results/<id>/")
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.add_argument(
         "--against",
         metavar="DIR",
@@ -463,7 +464,14 @@ def cmd_bench(args: argparse.Namespace, argv: list[str]) -> int:
         print("  " + ", ".join(f"{k} {show_value(v)}" for k, v in shown.items()), flush=True)
 
     rows = run_bench(
-        args.benchmarks, args.frameworks, args.modes, store.dir, args.threads, say, args.rounds
+        args.benchmarks,
+        args.frameworks,
+        args.modes,
+        store.dir,
+        args.threads,
+        say,
+        args.rounds,
+        progress=not args.quiet,
     )
     for name, df in tables(rows).items():
         print(f"\n{name}\n{df.to_string(index=False)}")

@@ -21,12 +21,16 @@ def test_bench_spec_sets_batch_and_drops_the_target():
         bench.bench_spec("lenet", 4096)
 
 
-def _fake(monkeypatch, harness_s, minimal_s=None, matmul=None, seen=None):
-    """bench.paired faked: every process gives these per-turn medians."""
+def _fake(monkeypatch, harness_s, minimal_s=None, matmul=None, seen=None, taken=None):
+    """bench.paired faked, every framework installed: every process gives these
+    per-turn medians (``seen``: each process's minimal mode; ``taken``: its
+    measurement and round)."""
 
     def paired(m, out, minimal_mode=None, matmul_sizes=(), round_=0, **kw):
         if seen is not None:
             seen.append(minimal_mode)
+        if taken is not None:
+            taken.append((m.framework, m.mode, round_))
         result = {"harness_block_s": list(harness_s), "peak_rss_mb": 100.0}
         if minimal_mode is not None:
             result["minimal_block_s"] = list(minimal_s)
@@ -36,6 +40,7 @@ def _fake(monkeypatch, harness_s, minimal_s=None, matmul=None, seen=None):
         return result
 
     monkeypatch.setattr(bench, "paired", paired)
+    monkeypatch.setattr(bench, "missing_packages", lambda info: [])
 
 
 def test_overhead_ratio_is_harness_over_minimal(monkeypatch, tmp_path):
@@ -81,6 +86,7 @@ def test_a_worker_giving_one_reading_per_turn_is_refused(monkeypatch, tmp_path):
 
 def test_a_failed_measurement_keeps_its_reason(monkeypatch, tmp_path):
     monkeypatch.setattr(bench, "paired", lambda m, out, *a, **k: {"error": "boom"})
+    monkeypatch.setattr(bench, "missing_packages", lambda info: [])
     rows = bench.run_bench(["overhead"], ["tf"], ["graph"], tmp_path)
     assert rows[0]["ratio"] is None and rows[0]["error"] == "boom"
 
@@ -92,6 +98,7 @@ def test_roofline_rounds_take_the_median_and_keep_a_failed_rounds_reason(monkeyp
         {"harness_block_s": [0.02], "matmul_flops": [1e11, 3e11]},
     ])  # fmt: skip
     monkeypatch.setattr(bench, "paired", lambda m, out, *a, **k: next(results))
+    monkeypatch.setattr(bench, "missing_packages", lambda info: [])
     monkeypatch.setattr(bench, "ROOFLINE_CASES", (("mlp", 256),))
     (row,) = bench.run_bench(["roofline"], ["torch"], ["graph"], tmp_path, rounds=3)
     assert row["rounds"] == 2 and row["error"] == "boom"
@@ -103,6 +110,40 @@ def test_roofline_rounds_take_the_median_and_keep_a_failed_rounds_reason(monkeyp
     assert row["matmul_gflops_rounds"] == pytest.approx([200.0, 200.0])
     md = bench.write_markdown([row], tmp_path, "rosetta bench --rounds 3").read_text()
     assert "median of 2 rounds" in md and "spread" in md
+
+
+def test_rounds_are_passes_over_every_measurement(monkeypatch, tmp_path):
+    # a measurement's rounds a pass apart, so that a slow stretch meets one of them
+    taken: list = []
+    _fake(monkeypatch, [0.01], matmul=[2e11, 2e11], taken=taken)
+    monkeypatch.setattr(bench, "ROOFLINE_CASES", (("mlp", 256),))
+    said: list = []
+    rows = bench.run_bench(
+        ["roofline"], ["torch", "jax"], ["graph"], tmp_path, say=said.append, rounds=2
+    )
+    assert taken == [("torch", "graph", 0), ("jax", "graph", 0),
+                     ("torch", "graph", 1), ("jax", "graph", 1)]  # fmt: skip
+    assert [(r["framework"], r["rounds"]) for r in rows] == [("torch", 2), ("jax", 2)]
+    assert said == rows == bench.read_rows(tmp_path)
+
+
+def test_an_interrupted_bench_keeps_the_rounds_it_took(monkeypatch, tmp_path):
+    results = iter([{"harness_block_s": [0.01], "matmul_flops": [2e11, 2e11]}] * 2)
+
+    def paired(*args, **kwargs):
+        result = next(results, None)
+        if result is None:  # the third process: the user presses Ctrl-C
+            raise KeyboardInterrupt
+        return result
+
+    monkeypatch.setattr(bench, "paired", paired)
+    monkeypatch.setattr(bench, "missing_packages", lambda info: [])
+    monkeypatch.setattr(bench, "ROOFLINE_CASES", (("mlp", 256),))
+    with pytest.raises(KeyboardInterrupt):
+        bench.run_bench(["roofline"], ["torch", "jax"], ["graph"], tmp_path, rounds=3)
+    rows = bench.read_rows(tmp_path)
+    assert [(r["framework"], r["rounds"]) for r in rows] == [("torch", 1), ("jax", 1)]
+    assert all(r["fraction"] > 0 for r in rows)
 
 
 def test_rounds_must_be_positive(tmp_path, capsys):
