@@ -107,6 +107,24 @@ def train(
     return state
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory, MiB, since it started.
+
+    On Linux ``/proc/self/status``'s VmHWM: ``getrusage``'s ``ru_maxrss`` is no
+    worker's own, as Linux carries the parent's peak over the fork and exec into the
+    child's (a 13 MiB worker started by a 500 MiB parent reads 500). Elsewhere
+    ``ru_maxrss`` it is (bytes on macOS, KiB on the others)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
 def run_cell(cfg: dict[str, Any]) -> dict[str, Any]:
     """Run one cell; never raises: failures become the record's status."""
     t_start = time.perf_counter()
@@ -177,8 +195,7 @@ def run_cell(cfg: dict[str, Any]) -> dict[str, Any]:
         record.update(status="failed", error=f"{type(err).__name__}: {err}\n{tail}".strip())
     record.update(phases.seconds)
     record["total_s"] = time.perf_counter() - t_start
-    # ru_maxrss is KiB on Linux
-    record["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    record["peak_rss_mb"] = peak_rss_mb()
     return record
 
 

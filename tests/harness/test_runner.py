@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from harness.backend import BackendInfo
@@ -54,6 +55,15 @@ def test_fake_backend_learns_xor_and_fills_the_record(tmp_path):
         assert r[key] is not None, key
     assert r["curve"][-1]["train_loss"] < r["curve"][0]["train_loss"]
     assert r["epochs_to_target"] is not None and r["time_to_target_s"] > 0
+
+
+def test_a_cells_peak_memory_is_its_own_not_its_parents(tmp_path):
+    # the parent holds 400 MiB while the cell runs; the cell's record must not
+    # read that as its own peak (getrusage's ru_maxrss would)
+    held = np.ones(100 << 20, np.float32)
+    r = run_one(cell("xor"), tmp_path)
+    assert held.sum() > 0 and r["status"] == "ok", r["error"]
+    assert 10 < r["peak_rss_mb"] < 300, r["peak_rss_mb"]
 
 
 def test_single_layer_cannot_learn_xor(tmp_path):
