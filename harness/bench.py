@@ -255,6 +255,7 @@ def _against_ceiling(m: Measure, results: list[dict[str, Any]]) -> dict[str, Any
     peaks = [_median(r["matmul_flops"]) for r in ok]
     by_n = {n: _median([_median(r["matmul_flops_by_n"][n]) for r in ok])
             for n in (ok[0].get("matmul_flops_by_n", {}) if ok else {})}  # fmt: skip
+    reads = [_median(r["read_gbps"]) for r in ok if r.get("read_gbps")]
     step, peak = _median(steps), _median(peaks)
     return {
         **m.__dict__,
@@ -268,7 +269,10 @@ def _against_ceiling(m: Measure, results: list[dict[str, Any]]) -> dict[str, Any
         "matmul_gflops_rounds": [x / 1e9 for x in peaks],
         # which size sets the ceiling: each size's median over readings and rounds
         "matmul_gflops_by_n": {n: x / 1e9 for n, x in by_n.items()},
-        "turns": _turns(ok, "harness_block_s", "matmul_flops_by_n"),
+        # the host's memory speed, read with each matmul: a fraction that moved while
+        # the matmul held may have moved with it
+        "read_gbps": _median(reads), "read_gbps_rounds": reads,
+        "turns": _turns(ok, "harness_block_s", "matmul_flops_by_n", "read_gbps"),
         "peak_rss_mb": _median([r["peak_rss_mb"] for r in ok if r.get("peak_rss_mb")]),
         "error": _error(results),
     }  # fmt: skip
@@ -361,25 +365,49 @@ def _key(row: dict[str, Any]) -> tuple:
     return tuple(row.get(k) for k in KEY)
 
 
+# what a roofline or scaling figure is made of, each compared with its value before
+# too: a fraction that moved with its step while the matmul held, and with the
+# memory reading, moved with the host's memory speed
+PARTS = {"step_change": "step_ms", "matmul_change": "matmul_gflops", "read_change": "read_gbps"}
+
+
+def _change(now: float | None, then: float | None) -> float | None:
+    return now / then - 1 if now and then else None
+
+
 def stability(rows: list[dict[str, Any]], earlier: list[dict[str, Any]]) -> pd.DataFrame:
     """Each measurement's figure (the overhead ratio, the roofline fraction, the
     scaling step time) in this invocation against an earlier one's: ``change`` is
-    now / before - 1, and ``stable`` whether it is within ``STABLE_WITHIN``."""
+    now / before - 1, and ``stable`` whether it is within ``STABLE_WITHIN``; for the
+    roofline's and scaling's, the change of its step time, matmul and memory reading
+    (``PARTS``) as well."""
     before = {_key(r): r for r in earlier}
     out = []
     for r in rows:
-        b = before.get(_key(r))
+        b = before.get(_key(r)) or {}
         field = RATIO_OF[r["benchmark"]]
-        now, then = r.get(field), None if b is None else b.get(field)
-        change = now / then - 1 if now and then else None
+        now, then = r.get(field), b.get(field)
+        change = _change(now, then)
+        parts = {} if r["benchmark"] == "overhead" else {
+            name: _change(r.get(key), b.get(key)) for name, key in PARTS.items()
+        }  # fmt: skip
         out.append({
             "benchmark": r["benchmark"], "task": r["task"], "batch": r["batch"],
             "framework": r["framework"], "mode": r["mode"],
             "minimal_mode": r.get("minimal_mode") or "", "figure": field,
             "before": then, "now": now, "change": change,
-            "stable": None if change is None else abs(change) <= STABLE_WITHIN,
+            "stable": None if change is None else abs(change) <= STABLE_WITHIN, **parts,
         })  # fmt: skip
     return pd.DataFrame(out)
+
+
+def held(stable: pd.DataFrame) -> str:
+    """How many of the figures compared held, in words."""
+    compared = stable["stable"].notna()
+    line = (f"{int(stable['stable'][compared].astype(bool).sum())} of {int(compared.sum())} "
+            f"compared held within {STABLE_WITHIN:.0%}")  # fmt: skip
+    missing = len(stable) - int(compared.sum())
+    return line + (f" ({missing} with no figure before or now)" if missing else "")
 
 
 # --------------------------------------------------------------------------- tables
@@ -419,9 +447,9 @@ def tables(rows: list[dict[str, Any]]) -> dict[str, pd.DataFrame]:
         ("overhead", ["task", "batch", "framework", "mode", "minimal_mode", "harness_ms",
                       "minimal_ms", "ratio", "spread"]),
         ("roofline", ["task", "batch", "framework", "mode", "step_ms", "achieved_gflops",
-                      "matmul_gflops", "fraction", "spread"]),
+                      "matmul_gflops", "fraction", "spread", "read_gbps"]),
         ("scaling", ["batch", "framework", "mode", "step_ms", "samples_per_s", "achieved_gflops",
-                     "matmul_gflops", "fraction", "spread"]),
+                     "matmul_gflops", "fraction", "spread", "read_gbps"]),
     ):  # fmt: skip
         part = df[df["benchmark"] == name] if not df.empty else df
         if not part.empty:
@@ -455,7 +483,10 @@ def write_markdown(
         "(each turn's fraction takes the mean of the two readings around it; the figure "
         "is the median over the turns). The matmul runs as the mode's step does: op by op "
         "in eager, compiled in graph (torch.compile, tf.function, jax.jit), through XLA in "
-        "TF's xla, so matmul_gflops is each mode's own ceiling.",
+        "TF's xla, so matmul_gflops is each mode's own ceiling. read_gbps: the host's "
+        "memory speed, one core summing a buffer past the cache, timed with each matmul: "
+        "the matmul cancels a drift in compute speed, not one in memory speed, which a "
+        "step feels more.",
         "scaling": "the MLP's step time and throughput as the batch grows, and its "
         "fraction of the mode's matmul ceiling, timed around its turns as in the roofline.",
     }
@@ -487,7 +518,9 @@ def write_markdown(
             "## stability", "", markdown_table(shown.round(4)), "",
             f"Each figure against the same measurement's in an earlier invocation (--against): "
             f"change is now / before - 1; stable when within {STABLE_WITHIN:.0%}. "
-            f"{int(stable['stable'].fillna(False).sum())} of {len(stable)} are stable.", "",
+            "step_change, matmul_change and read_change (roofline and scaling): the same of "
+            "the step time, the matmul ceiling and the memory reading, to tell which moved. "
+            f"{held(stable)}.", "",
         ]  # fmt: skip
     path = out / "bench.md"
     path.write_text("\n".join(parts))

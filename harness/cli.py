@@ -426,8 +426,8 @@ def cmd_bench(args: argparse.Namespace, argv: list[str]) -> int:
     from harness.bench import (
         BENCHMARKS,
         HALF,
-        STABLE_WITHIN,
         half_ceiling,
+        held,
         read_rows,
         run_bench,
         stability,
@@ -481,9 +481,8 @@ def cmd_bench(args: argparse.Namespace, argv: list[str]) -> int:
                   f"from half_from_batch on\n{half.round(3).to_string(index=False)}")  # fmt: skip
     stable = None if earlier is None else stability(rows, earlier)
     if stable is not None:
-        held = int(stable["stable"].fillna(False).sum())
-        print(f"\nstability against {args.against}: {held} of {len(stable)} within "
-              f"{STABLE_WITHIN:.0%}\n{stable.round(4).to_string(index=False)}")  # fmt: skip
+        print(f"\nstability against {args.against}: {held(stable)}\n"
+              f"{stable.round(4).to_string(index=False)}")  # fmt: skip
     path = write_markdown(rows, store.dir, shlex.join(["rosetta", *argv]), stable)
     print(f"\nbench: {store.dir / 'bench.jsonl'}\n       {path}")
     return 0

@@ -20,16 +20,18 @@ from __future__ import annotations
 import importlib
 import json
 import math
-import resource
 import statistics
 import sys
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
+
 from harness import data
 from harness.backend import Backend, Options, load_backend
-from harness.cell import emit, timed_step
+from harness.cell import emit, peak_rss_mb, timed_step
 from harness.init import canonical_weights
 from harness.recipes import Recipe, recipe_for
 from harness.spec import parse_spec
@@ -37,6 +39,7 @@ from harness.spec import parse_spec
 Steps = Callable[[int], tuple[list[float], float]]  # k more steps: their seconds, last loss
 WARMUP_STEPS = 10  # after the first (compiling) step, untimed, for each loop
 MATMUL_REPEATS = 5  # timed calls of each matmul size in each reading
+READ_BYTES = 64 << 20  # the memory reading's buffer: past a last-level cache of 32 MiB
 
 
 def harness_steps(backend: Backend, state: Any, recipe: Recipe) -> Steps:
@@ -69,14 +72,30 @@ def matmul_reading(backend: Backend, sizes: list[int]) -> dict[int, float]:
     return {n: backend.matmul_flops(n, MATMUL_REPEATS) for n in sizes}
 
 
+def read_reading(buffer: np.ndarray) -> float:
+    """Bytes per second of a pass over ``buffer`` (summing it: one core, bound by
+    memory), the median of ``MATMUL_REPEATS`` passes."""
+    times = []
+    for _ in range(MATMUL_REPEATS):
+        start = time.perf_counter()
+        buffer.sum()
+        times.append(time.perf_counter() - start)
+    return buffer.nbytes / statistics.median(times)
+
+
 def run(cfg: dict[str, Any]) -> dict[str, Any]:
     """Build both loops, compile and warm each, then time them in turns.
 
     The result: ``harness_block_s`` (each turn's median step), ``minimal_block_s``
     likewise when a minimal loop was asked for; when matmul sizes were,
     ``matmul_flops`` (the best size's FLOP/s before the first turn and after each,
-    one more reading than turns) and ``matmul_flops_by_n`` (every size's); and each
-    loop's first step."""
+    one more reading than turns), ``matmul_flops_by_n`` (every size's) and
+    ``read_gbps`` (the memory reading taken with each); and each loop's first step.
+
+    The memory reading's buffer is allocated first and held to the end, so that the
+    process's peak memory is the loops' peak plus its size exactly (``read_mb``)."""
+    sizes = cfg.get("matmul_sizes") or []
+    buffer = np.ones(READ_BYTES // 4, np.float32) if sizes else None
     spec = parse_spec(cfg["spec"], cfg.get("source", "<bench>"))
     dtype = "float32"
     backend = load_backend(cfg["target"])
@@ -94,21 +113,28 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
         out[f"{name}_first_step_s"] = steps(1)[0][0]
         steps(WARMUP_STEPS)
     blocks: dict[str, list[float]] = {name: [] for name in loops}
-    sizes = cfg.get("matmul_sizes") or []
-    # the matmul before the first turn and after each, so that every turn has a
-    # ceiling timed on either side of it: blocks + 1 readings of every size
-    readings = [matmul_reading(backend, sizes)] if sizes else []
+    # the matmul (and the memory) before the first turn and after each, so that every
+    # turn has a ceiling timed on either side of it: blocks + 1 readings of every size
+    readings, reads = [], []
+
+    def read() -> None:
+        if buffer is not None:
+            readings.append(matmul_reading(backend, sizes))
+            reads.append(read_reading(buffer))
+
+    read()
     names = list(loops)
     for b in range(cfg["blocks"]):
         for name in names if b % 2 == 0 else names[::-1]:
             times, out[f"{name}_last_loss"] = loops[name](cfg["block"])
             blocks[name].append(statistics.median(times))
-        if sizes:
-            readings.append(matmul_reading(backend, sizes))
+        read()
     out.update({f"{name}_block_s": medians for name, medians in blocks.items()})
-    if sizes:
+    if buffer is not None:
         out["matmul_flops"] = [max(r.values()) for r in readings]
         out["matmul_flops_by_n"] = {str(n): [r[n] for r in readings] for n in sizes}
+        out["read_gbps"] = [x / 1e9 for x in reads]
+        out["read_mb"] = buffer.nbytes / 2**20
     return out
 
 
@@ -119,8 +145,8 @@ def main() -> None:
     except Exception as err:  # the bench keeps the reason, and the other measurements
         tail = "".join(traceback.format_exception(err)[-4:])
         result = {"error": f"{type(err).__name__}: {err}\n{tail}".strip()}
-    # ru_maxrss is KiB on Linux
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # the memory reading's buffer, held throughout, left out
+    result["peak_rss_mb"] = peak_rss_mb() - result.get("read_mb", 0.0)
     emit("record", record=result)
 
 

@@ -37,6 +37,7 @@ def _fake(monkeypatch, harness_s, minimal_s=None, matmul=None, seen=None, taken=
         if matmul_sizes:
             result["matmul_flops"] = list(matmul)
             result["matmul_flops_by_n"] = {"1024": list(matmul), "2048": [x / 2 for x in matmul]}
+            result["read_gbps"] = [20.0 + i for i in range(len(matmul))]
         return result
 
     monkeypatch.setattr(bench, "paired", paired)
@@ -74,7 +75,9 @@ def test_roofline_fraction_uses_spec_flops_and_the_matmul_around_each_turn(monke
     assert row["matmul_gflops_by_n"] == pytest.approx({"1024": 100.0, "2048": 50.0})
     assert row["turns"] == [{"harness_block_s": [0.01, 0.02],
                              "matmul_flops_by_n": {"1024": [3e11, 1e11, 1e11],
-                                                   "2048": [1.5e11, 5e10, 5e10]}}]  # fmt: skip
+                                                   "2048": [1.5e11, 5e10, 5e10]},
+                             "read_gbps": [20.0, 21.0, 22.0]}]  # fmt: skip
+    assert row["read_gbps"] == 21.0 and row["read_gbps_rounds"] == [21.0]
 
 
 def test_a_worker_giving_one_reading_per_turn_is_refused(monkeypatch, tmp_path):
@@ -290,8 +293,10 @@ def test_worker_takes_turns_and_times_the_matmul_around_each(tmp_path):
     assert fake_minimal.CALLS == [1, paired.WARMUP_STEPS, 4, 4, 4]
     for key in ("harness_block_s", "minimal_block_s"):
         assert len(result[key]) == 3 and all(v > 0 for v in result[key]), key
-    # a reading before the first turn and after each, of every size
+    # a reading before the first turn and after each, of every size, and of the memory
     assert len(result["matmul_flops"]) == 4 and set(result["matmul_flops_by_n"]) == {"32", "64"}
+    assert len(result["read_gbps"]) == 4 and min(result["read_gbps"]) > 0
+    assert result["read_mb"] == paired.READ_BYTES / 2**20
     for i, best in enumerate(result["matmul_flops"]):
         assert best == max(v[i] for v in result["matmul_flops_by_n"].values()) > 0
     assert result["harness_first_step_s"] > 0 and math.isfinite(result["harness_last_loss"])
@@ -319,6 +324,18 @@ def test_worker_reports_a_failure_as_its_result(monkeypatch, tmp_path):
     assert result["peak_rss_mb"] > 0
 
 
+def test_the_peak_memory_leaves_out_the_memory_readings_buffer(monkeypatch, tmp_path):
+    # through the real subprocess: the same process with and without the readings
+    from tests.harness.test_runner import FAKE
+
+    monkeypatch.setitem(bench.BACKENDS, "fake", FAKE)
+    m = bench.Measure("mlp", 32, "fake", "eager")
+    alone = bench.paired(m, tmp_path, blocks=1, block=1)
+    read = bench.paired(m, tmp_path, matmul_sizes=(32,), blocks=1, block=1)
+    assert "read_gbps" not in alone and read["read_mb"] == 64
+    assert abs(read["peak_rss_mb"] - alone["peak_rss_mb"]) < 16, (alone, read)
+
+
 def _overhead_row(framework: str, ratio: float | None, mode: str = "graph") -> dict:
     return {"benchmark": "overhead", "task": "mlp", "batch": 128, "framework": framework,
             "mode": mode, "threads": 0, "minimal_mode": mode, "harness_ms": 1.0,
@@ -333,7 +350,25 @@ def test_stability_compares_each_ratio_with_the_same_measurement_before(tmp_path
     assert df["change"].tolist()[:2] == pytest.approx([0.05, 0.20])
     assert df["stable"].tolist() == [True, False, None, None]  # no figure, or none before
     path = bench.write_markdown(now, tmp_path, "rosetta bench --against x", df)
-    assert "## stability" in path.read_text() and "1 of 4 are stable" in path.read_text()
+    assert (
+        "## stability" in path.read_text()
+        and "1 of 2 compared held within 10% (2 with no figure before or now)" in path.read_text()
+    )
+
+
+def test_stability_says_whether_the_step_the_matmul_or_the_memory_moved():
+    row = {"benchmark": "roofline", "task": "mlp", "batch": 1024, "framework": "tf",
+           "mode": "graph", "threads": 0, "fraction": 0.6, "step_ms": 10.0,
+           "matmul_gflops": 400.0, "read_gbps": 20.0}  # fmt: skip
+    slow = {**row, "fraction": 0.45, "step_ms": 13.0, "matmul_gflops": 390.0, "read_gbps": 15.0}
+    (moved,) = bench.stability([slow], [row]).to_dict("records")
+    assert moved["change"] == pytest.approx(-0.25) and not moved["stable"]
+    assert moved["step_change"] == pytest.approx(0.3)
+    assert moved["matmul_change"] == pytest.approx(-0.025)
+    assert moved["read_change"] == pytest.approx(-0.25)
+    # an earlier bench without the memory reading: that part is unknown
+    (old,) = bench.stability([slow], [{**row, "read_gbps": None}]).to_dict("records")
+    assert old["read_change"] is None and old["step_change"] == pytest.approx(0.3)
 
 
 def test_against_reads_the_last_of_each_measurement_and_names_a_missing_folder(tmp_path):
