@@ -191,6 +191,8 @@ class Job:
 
 
 def overhead(frameworks: Iterable[str], modes: Iterable[str], threads: int) -> list[Job]:
+    """Each case's step in each mode against the minimal loop in that mode, and the
+    loops with no harness mode of their own (``MINIMAL_ONLY``) against theirs."""
     jobs = []
     for task, batch in OVERHEAD_CASES:
         for fw in frameworks:
@@ -203,12 +205,14 @@ def overhead(frameworks: Iterable[str], modes: Iterable[str], threads: int) -> l
 
 
 def roofline(frameworks: Iterable[str], modes: Iterable[str], threads: int) -> list[Job]:
+    """Each roofline case in each framework and mode, against its matmul."""
     return [Job("roofline", Measure(task, batch, fw, mode, threads))
             for task, batch in ROOFLINE_CASES for fw in frameworks
             for mode in _modes(fw, modes)]  # fmt: skip
 
 
 def scaling(frameworks: Iterable[str], modes: Iterable[str], threads: int) -> list[Job]:
+    """The MLP at each scaling batch in each framework and mode, against its matmul."""
     return [Job("scaling", Measure("mlp", batch, fw, mode, threads))
             for batch in SCALING_BATCHES for fw in frameworks
             for mode in _modes(fw, modes)]  # fmt: skip
