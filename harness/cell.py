@@ -110,10 +110,10 @@ def train(
 def peak_rss_mb() -> float:
     """This process's peak resident memory, MiB, since it started.
 
-    On Linux ``/proc/self/status``'s VmHWM: ``getrusage``'s ``ru_maxrss`` is no
-    worker's own, as Linux carries the parent's peak over the fork and exec into the
-    child's (a 13 MiB worker started by a 500 MiB parent reads 500). Elsewhere
-    ``ru_maxrss`` it is (bytes on macOS, KiB on the others)."""
+    On Linux this is ``/proc/self/status``'s VmHWM, not ``getrusage``'s
+    ``ru_maxrss``: Linux carries the parent's peak over fork and exec into the
+    child's ``ru_maxrss`` (a 13 MiB worker started by a 500 MiB parent reads 500).
+    Elsewhere it is ``ru_maxrss`` (bytes on macOS, KiB on the others)."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
