@@ -23,7 +23,11 @@ processes timed one after the other measure that drift as much as the loops. Wit
 ``rounds`` above one every measurement is taken in that many processes, a pass
 over all the measurements per round (so that a slow stretch of minutes meets one
 round of each, not all of one's), and its figure is the median over them, with
-their spread.
+their spread. A measurement whose rounds leave that median uncertain
+(``SETTLED_WITHIN``) takes further rounds, in passes over the unsettled ones, up
+to ``max_rounds``: the processes of one measurement can fall into two speeds (a
+LeNet step 10 or 15 ms, for a whole process), and the median of three such
+processes lands on either.
 
 Results go to ``bench.jsonl`` and ``bench.md`` (tables and a figure) in the run folder.
 """
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import statistics
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -59,6 +64,13 @@ OVERHEAD_CASES = (("mlp", 128), ("lenet", 64))
 ROOFLINE_CASES = (("mlp", 256), ("mlp", 512), ("mlp", 1024), ("lenet", 64), ("lenet", 256))
 SCALING_BATCHES = (32, 64, 128, 256, 512, 1024)
 BENCHMARKS = ("overhead", "roofline", "scaling")
+TASKS = ("mlp", "lenet")  # what the benchmarks measure (scaling: the MLP only)
+# a measurement takes another round while the standard error of its figure's median
+# over its rounds is more than this, relative to the median (and it has had fewer
+# than max_rounds): two invocations' medians then rarely differ by the 10% a ratio
+# is allowed to move (STABLE_WITHIN)
+SETTLED_WITHIN = 0.03
+MAX_ROUNDS = 7
 
 
 @dataclass(frozen=True)
@@ -128,6 +140,15 @@ def _median(values: list[float]) -> float | None:
 def _spread(values: list[float]) -> float | None:
     """(max - min) / median over the rounds: how far apart the rounds fell."""
     return (max(values) - min(values)) / statistics.median(values) if len(values) > 1 else None
+
+
+def _uncertainty(values: list[float]) -> float | None:
+    """The standard error of the median of ``values``, relative to it: 1.25 s / sqrt(n)
+    (s the standard deviation over the rounds), as for values spread about normally."""
+    if len(values) < 2 or not statistics.median(values):
+        return None
+    sd = statistics.stdev(values)
+    return math.sqrt(math.pi / 2) * sd / math.sqrt(len(values)) / abs(statistics.median(values))
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -227,7 +248,8 @@ def overhead_row(job: Job, results: list[dict[str, Any]]) -> dict[str, Any]:
         "benchmark": "overhead", **job.m.__dict__, "minimal_mode": job.minimal_mode,
         "harness_ms": _ms(_median(h)), "minimal_ms": _ms(_median(u)),
         "ratio": _median(ratios), "rounds": len(ratios), "ratios": ratios,
-        "spread": _spread(ratios), "error": _error(results),
+        "spread": _spread(ratios), "uncertainty": _uncertainty(ratios),
+        "error": _error(results),
         "harness_ms_rounds": [_ms(x) for x in h],
         "minimal_ms_rounds": [_ms(x) for x in u],
         "turns": _turns(ok, "harness_block_s", "minimal_block_s"),
@@ -244,7 +266,9 @@ def scaling_row(job: Job, results: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "benchmark": "scaling", **row,
         "samples_per_s": None if not step else 1000 * job.m.batch / step,
-        "spread": _spread(row["step_ms_rounds"]),  # of its figure, the step time
+        # of its figure, the step time
+        "spread": _spread(row["step_ms_rounds"]),
+        "uncertainty": _uncertainty(row["step_ms_rounds"]),
     }  # fmt: skip
 
 
@@ -269,6 +293,7 @@ def _against_ceiling(m: Measure, results: list[dict[str, Any]]) -> dict[str, Any
         "matmul_gflops": None if not peak else peak / 1e9,
         "fraction": _median(fractions), "rounds": len(fractions),
         "fractions": fractions, "spread": _spread(fractions),
+        "uncertainty": _uncertainty(fractions),
         "step_ms_rounds": [_ms(x) for x in steps],
         "matmul_gflops_rounds": [x / 1e9 for x in peaks],
         # which size sets the ceiling: each size's median over readings and rounds
@@ -299,51 +324,81 @@ def run_bench(
     say: Callable[[dict], None] = lambda row: None,
     rounds: int = 1,
     progress: bool = False,
+    max_rounds: int = MAX_ROUNDS,
+    tasks: Iterable[str] = TASKS,
 ) -> list[dict[str, Any]]:
-    """Run the named benchmarks, each measurement in ``rounds`` processes.
+    """Run the named benchmarks of ``tasks``, each measurement in ``rounds`` processes,
+    and in more, up to ``max_rounds``, while its median is unsettled.
 
     The rounds are passes over every measurement, one after the other, so that one
     measurement's processes lie a pass apart: a stretch of minutes in which the
     machine runs slower falls on one round of the measurements it meets, and their
     median leaves it out, where a measurement's rounds taken back to back would all
-    fall in it. Each row is appended to ``out/bench.jsonl`` (and given to ``say``) as
-    the last pass measures it; an interrupted bench keeps the rows of what its
-    rounds measured so far."""
+    fall in it. After ``rounds`` passes, further passes go over the measurements
+    whose median is still uncertain by more than ``SETTLED_WITHIN``. Each row is
+    appended to ``out/bench.jsonl`` (and given to ``say``) once its measurement is
+    done; an interrupted bench keeps the rows of what its rounds measured so far."""
     from tqdm.auto import tqdm
 
     if rounds < 1:
         raise UsageError(f"--rounds must be 1 or more, not {rounds}")
+    tasks = list(tasks)
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        raise UsageError(f"unknown task {unknown[0]!r} for the bench; allowed: {', '.join(TASKS)}")
+    max_rounds = max(rounds, max_rounds)
     out.mkdir(parents=True, exist_ok=True)
     installed = [f for f in frameworks if not missing_packages(BACKENDS[f])]
-    jobs = [job for name in benchmarks for job in JOBS[name](installed, modes, threads)]
+    benchmarks = list(benchmarks)
+    jobs = [job for name in benchmarks for job in JOBS[name](installed, modes, threads)
+            if job.m.task in tasks]  # fmt: skip
+    if not jobs and installed:
+        raise UsageError(
+            f"{', '.join(benchmarks)} measures nothing of {', '.join(tasks)} (scaling: the "
+            "MLP only); choose other --tasks or benchmarks"
+        )
     taken: list[list[dict[str, Any]]] = [[] for _ in jobs]
-    rows: list[dict[str, Any]] = []
+    kept: dict[int, dict[str, Any]] = {}
 
-    def keep(row: dict) -> None:
+    def keep(i: int, row: dict) -> None:
+        kept[i] = row
         with (out / "bench.jsonl").open("a") as f:
             f.write(json.dumps(row) + "\n")
-        rows.append(row)
         with tqdm.external_write_mode():
             say(row)
 
     bar = tqdm(total=rounds * len(jobs), disable=not progress, unit="process",
                dynamic_ncols=True)  # fmt: skip
+    todo = list(range(len(jobs)))
     try:
-        for r in range(rounds):
-            for job, results in zip(jobs, taken, strict=True):
-                bar.set_description(f"round {r + 1}/{rounds}: {job}")
-                results.append(job.take(out, r))
+        while todo:
+            unsettled = []
+            for i in todo:
+                job, results = jobs[i], taken[i]
+                n = len(results)
+                bar.set_description(f"round {n + 1}{'' if n < rounds else ' (settling)'}: {job}")
+                results.append(job.take(out, n))
                 bar.update()
-                if r == rounds - 1:
-                    keep(job.row(results))
+                if n + 1 < rounds:
+                    unsettled.append(i)
+                    continue
+                row = job.row(results)
+                if n + 1 < max_rounds and (row.get("uncertainty") or 0) > SETTLED_WITHIN:
+                    unsettled.append(i)
+                else:
+                    keep(i, row)
+            if len(taken[todo[0]]) >= rounds:  # the passes from here on: one each
+                bar.total += len(unsettled)
+                bar.refresh()
+            todo = unsettled
     except KeyboardInterrupt:
-        for job, results in zip(jobs, taken, strict=True):
-            if len(results) not in (0, rounds):
-                keep(job.row(results))
+        for i in todo:
+            if taken[i] and i not in kept:
+                keep(i, jobs[i].row(taken[i]))
         raise
     finally:
         bar.close()
-    return rows
+    return [kept[i] for i in sorted(kept)]  # in the order of the jobs, not of settling
 
 
 # --------------------------------------------------------------------------- stability
@@ -385,6 +440,7 @@ def stability(rows: list[dict[str, Any]], earlier: list[dict[str, Any]]) -> pd.D
     now / before - 1, and ``stable`` whether it is within ``STABLE_WITHIN``; for the
     roofline's and scaling's, the change of its step time, matmul and memory reading
     (``PARTS``) as well."""
+
     before = {_key(r): r for r in earlier}
     out = []
     for r in rows:
@@ -424,6 +480,7 @@ def half_ceiling(rows: list[dict[str, Any]], benchmark: str) -> pd.DataFrame:
     benchmark's rows (the roofline's or the scaling's): the smallest batch measured
     from which every larger batch's step also reaches ``HALF`` of its matmul ceiling
     (missing where the largest batch's does not), and the best fraction measured."""
+
     mlp = [r for r in rows if r["benchmark"] == benchmark and r["task"] == "mlp"
            and r.get("fraction") is not None]  # fmt: skip
     if not mlp:
@@ -445,21 +502,22 @@ def half_ceiling(rows: list[dict[str, Any]], benchmark: str) -> pd.DataFrame:
 
 def tables(rows: list[dict[str, Any]]) -> dict[str, pd.DataFrame]:
     """One DataFrame per benchmark, numbers rounded for reading."""
+
     df = pd.DataFrame(rows)
     out = {}
     for name, columns in (
         ("overhead", ["task", "batch", "framework", "mode", "minimal_mode", "harness_ms",
-                      "minimal_ms", "ratio", "spread"]),
+                      "minimal_ms", "ratio", "spread", "rounds"]),
         ("roofline", ["task", "batch", "framework", "mode", "step_ms", "achieved_gflops",
-                      "matmul_gflops", "fraction", "spread", "read_gbps"]),
+                      "matmul_gflops", "fraction", "spread", "rounds", "read_gbps"]),
         ("scaling", ["batch", "framework", "mode", "step_ms", "samples_per_s", "achieved_gflops",
-                     "matmul_gflops", "fraction", "spread", "read_gbps"]),
+                     "matmul_gflops", "fraction", "spread", "rounds", "read_gbps"]),
     ):  # fmt: skip
         part = df[df["benchmark"] == name] if not df.empty else df
         if not part.empty:
-            shown = [
-                c for c in columns if c in part and not (c == "spread" and part[c].isna().all())
-            ]
+            shown = [c for c in columns if c in part and not (
+                (c == "spread" and part[c].isna().all()) or (c == "rounds" and (part[c] == 1).all())
+            )]  # fmt: skip
             out[name] = part[shown].round(3).reset_index(drop=True)
     return out
 
@@ -494,11 +552,12 @@ def write_markdown(
         "scaling": "the MLP's step time and throughput as the batch grows, and its "
         "fraction of the mode's matmul ceiling, timed around its turns as in the roofline.",
     }
-    rounds = max((r.get("rounds") or 1 for r in rows), default=1)
-    if rounds > 1:
+    if any((r.get("rounds") or 1) > 1 for r in rows):
         parts += [
-            f"Each figure is the median of {rounds} rounds, each round a fresh process; "
-            "spread is (max - min) / median over the rounds.", "",
+            "Each figure is the median over its rounds (rounds: how many), each round a "
+            "fresh process; spread is (max - min) / median over them. A measurement whose "
+            f"median's standard error (1.25 s / sqrt(n)) was above {SETTLED_WITHIN:.0%} of "
+            "it after --rounds took further rounds, up to --max-rounds.", "",
         ]  # fmt: skip
     for name, df in tables(rows).items():
         parts += [f"## {name}", "", markdown_table(df), "", notes[name], ""]

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harness.backend import BACKENDS, MODES, missing_packages, package_version
+from harness.bench import MAX_ROUNDS, SETTLED_WITHIN
+from harness.bench import TASKS as BENCH_TASKS
 from harness.spec import DEFAULT_TASKS
 
 EPILOG = """examples:
@@ -178,6 +180,20 @@ def parser() -> argparse.ArgumentParser:
         default=3,
         help="take every measurement in this many fresh processes, one pass over all "
         "measurements per round, and report the median and the spread",
+    )
+    b.add_argument(
+        "--max-rounds",
+        type=int,
+        default=MAX_ROUNDS,
+        help="after --rounds, take further rounds (passes over the measurements still "
+        f"unsettled: their median's standard error above {100 * SETTLED_WITHIN:.0f}%% of it) up to "
+        "this many in all",
+    )
+    b.add_argument(
+        "--tasks",
+        type=_csv,
+        default=list(BENCH_TASKS),
+        help="comma-separated, of: " + ", ".join(BENCH_TASKS) + " (scaling: the MLP only)",
     )
     b.add_argument("--out", help="write bench.jsonl and bench.md here instead of results/<id>/")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -472,6 +488,8 @@ def cmd_bench(args: argparse.Namespace, argv: list[str]) -> int:
         say,
         args.rounds,
         progress=not args.quiet,
+        max_rounds=args.max_rounds,
+        tasks=args.tasks,
     )
     for name, df in tables(rows).items():
         print(f"\n{name}\n{df.to_string(index=False)}")

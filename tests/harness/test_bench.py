@@ -103,7 +103,7 @@ def test_roofline_rounds_take_the_median_and_keep_a_failed_rounds_reason(monkeyp
     monkeypatch.setattr(bench, "paired", lambda m, out, *a, **k: next(results))
     monkeypatch.setattr(bench, "missing_packages", lambda info: [])
     monkeypatch.setattr(bench, "ROOFLINE_CASES", (("mlp", 256),))
-    (row,) = bench.run_bench(["roofline"], ["torch"], ["graph"], tmp_path, rounds=3)
+    (row,) = bench.run_bench(["roofline"], ["torch"], ["graph"], tmp_path, rounds=3, max_rounds=3)
     assert row["rounds"] == 2 and row["error"] == "boom"
     assert row["fraction"] == pytest.approx(sum(row["fractions"]) / 2)
     assert row["fractions"][0] == pytest.approx(2 * row["fractions"][1])
@@ -112,7 +112,7 @@ def test_roofline_rounds_take_the_median_and_keep_a_failed_rounds_reason(monkeyp
     assert row["step_ms_rounds"] == pytest.approx([10.0, 20.0])
     assert row["matmul_gflops_rounds"] == pytest.approx([200.0, 200.0])
     md = bench.write_markdown([row], tmp_path, "rosetta bench --rounds 3").read_text()
-    assert "median of 2 rounds" in md and "spread" in md
+    assert "median over its rounds" in md and "spread" in md
 
 
 def test_rounds_are_passes_over_every_measurement(monkeypatch, tmp_path):
@@ -147,6 +147,79 @@ def test_an_interrupted_bench_keeps_the_rounds_it_took(monkeypatch, tmp_path):
     rows = bench.read_rows(tmp_path)
     assert [(r["framework"], r["rounds"]) for r in rows] == [("torch", 1), ("jax", 1)]
     assert all(r["fraction"] > 0 for r in rows)
+
+
+def _steps(monkeypatch, steps: dict, taken: list):
+    """bench.paired faked: each framework's processes step in turn at the seconds in
+    ``steps[framework]``, against a steady matmul; ``taken``: each process's
+    framework and round."""
+
+    def paired(m, out, minimal_mode=None, matmul_sizes=(), round_=0, **kw):
+        taken.append((m.framework, round_))
+        if round_ >= len(steps[m.framework]):  # the user presses Ctrl-C
+            raise KeyboardInterrupt
+        return {"harness_block_s": [steps[m.framework][round_]], "matmul_flops": [2e11] * 2}
+
+    monkeypatch.setattr(bench, "paired", paired)
+    monkeypatch.setattr(bench, "missing_packages", lambda info: [])
+    monkeypatch.setattr(bench, "ROOFLINE_CASES", (("lenet", 64),))
+
+
+def test_an_unsettled_median_takes_more_rounds_in_passes_over_the_unsettled(monkeypatch, tmp_path):
+    # torch's processes agree; jax's fall into two speeds, 10 ms or 15 ms a step, so
+    # the median of three could land on either: jax takes rounds up to max_rounds
+    taken: list = []
+    jax = [0.010, 0.015, 0.010, 0.015, 0.010, 0.010, 0.015, 0.010]
+    _steps(monkeypatch, {"torch": [0.010, 0.0101, 0.0099], "jax": jax}, taken)
+    rows = bench.run_bench(
+        ["roofline"], ["torch", "jax"], ["graph"], tmp_path, rounds=3, max_rounds=7
+    )
+    assert taken == [("torch", 0), ("jax", 0), ("torch", 1), ("jax", 1), ("torch", 2),
+                     ("jax", 2), ("jax", 3), ("jax", 4), ("jax", 5), ("jax", 6)]  # fmt: skip
+    torch, jax_row = rows  # in the order of the jobs, though torch's was done first
+    assert (torch["framework"], torch["rounds"]) == ("torch", 3)
+    assert torch["uncertainty"] <= bench.SETTLED_WITHIN
+    assert (jax_row["framework"], jax_row["rounds"]) == ("jax", 7)
+    assert jax_row["uncertainty"] > bench.SETTLED_WITHIN  # still: it ran out of rounds
+    assert jax_row["fraction"] == pytest.approx(jax_row["fractions"][0])  # a 10 ms round's
+    assert [r["framework"] for r in bench.read_rows(tmp_path)] == ["torch", "jax"]
+
+
+def test_a_median_settles_once_its_standard_error_is_small(monkeypatch, tmp_path):
+    taken: list = []
+    steps = [0.010, 0.0112, 0.010, 0.0101, 0.0100, 0.0101, 0.0100]  # settles at 5
+    _steps(monkeypatch, {"torch": steps}, taken)
+    (row,) = bench.run_bench(["roofline"], ["torch"], ["graph"], tmp_path, rounds=3)
+    errors = [bench._uncertainty(row["fractions"][:n]) for n in range(3, row["rounds"] + 1)]
+    assert row["rounds"] == 5 and errors[-1] <= bench.SETTLED_WITHIN
+    assert all(e > bench.SETTLED_WITHIN for e in errors[:-1])
+    sd = np.std(row["fractions"], ddof=1)
+    assert errors[-1] == pytest.approx(
+        1.2533 * sd / math.sqrt(row["rounds"]) / np.median(row["fractions"]), rel=1e-3
+    )
+
+
+def test_an_interrupted_settling_keeps_the_rounds_it_took(monkeypatch, tmp_path):
+    taken: list = []
+    _steps(monkeypatch, {"torch": [0.010] * 3, "jax": [0.010, 0.015, 0.010, 0.015]}, taken)
+    with pytest.raises(KeyboardInterrupt):
+        bench.run_bench(["roofline"], ["torch", "jax"], ["graph"], tmp_path, rounds=3)
+    assert [(r["framework"], r["rounds"]) for r in bench.read_rows(tmp_path)] == [
+        ("torch", 3), ("jax", 4)
+    ]  # fmt: skip
+
+
+def test_tasks_choose_the_measurements(monkeypatch, tmp_path, capsys):
+    taken: list = []
+    _fake(monkeypatch, [0.01], matmul=[2e11, 2e11], taken=taken)
+    rows = bench.run_bench(["roofline"], ["torch"], ["graph"], tmp_path, tasks=["lenet"])
+    assert {(r["task"], r["batch"]) for r in rows} == {("lenet", 64), ("lenet", 256)}
+    with pytest.raises(bench.UsageError, match="allowed: mlp, lenet"):
+        bench.run_bench(["roofline"], ["torch"], ["graph"], tmp_path, tasks=["resnet"])
+    with pytest.raises(bench.UsageError, match="scaling: the MLP only"):
+        bench.run_bench(["scaling"], ["torch"], ["graph"], tmp_path, tasks=["lenet"])
+    assert main(["bench", "scaling", "--tasks", "lenet", "--out", str(tmp_path)]) == 2
+    assert "measures nothing of lenet" in capsys.readouterr().err
 
 
 def test_rounds_must_be_positive(tmp_path, capsys):
