@@ -349,13 +349,13 @@ def run_bench(
     max_rounds = max(rounds, max_rounds)
     out.mkdir(parents=True, exist_ok=True)
     installed = [f for f in frameworks if not missing_packages(BACKENDS[f])]
-    benchmarks = list(benchmarks)
-    jobs = [job for name in benchmarks for job in JOBS[name](installed, modes, threads)
-            if job.m.task in tasks]  # fmt: skip
-    if not jobs and installed:
+    every = [job for name in benchmarks for job in JOBS[name](installed, modes, threads)]
+    jobs = [job for job in every if job.m.task in tasks]
+    if every and not jobs:
+        names = ", ".join(sorted({job.benchmark for job in every}))
         raise UsageError(
-            f"{', '.join(benchmarks)} measures nothing of {', '.join(tasks)} (scaling: the "
-            "MLP only); choose other --tasks or benchmarks"
+            f"{names} measures nothing of {', '.join(tasks)} (scaling: the MLP only); "
+            "choose other --tasks or benchmarks"
         )
     taken: list[list[dict[str, Any]]] = [[] for _ in jobs]
     kept: dict[int, dict[str, Any]] = {}
