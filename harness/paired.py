@@ -37,7 +37,9 @@ from harness.recipes import Recipe, recipe_for
 from harness.spec import parse_spec
 
 Steps = Callable[[int], tuple[list[float], float]]  # k more steps: their seconds, last loss
-WARMUP_STEPS = 10  # after the first (compiling) step, untimed, for each loop
+# after the first (compiling) step, untimed, for each loop: more than a run's warm-up
+# (timing.WARMUP_STEPS), which a run counts and reports, where these cost only time
+BENCH_WARMUP_STEPS = 10
 MATMUL_REPEATS = 5  # timed calls of each matmul size in each reading
 READ_BYTES = 64 << 20  # the memory reading's buffer: past a last-level cache of 32 MiB
 
@@ -111,7 +113,7 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, steps in loops.items():
         out[f"{name}_first_step_s"] = steps(1)[0][0]
-        steps(WARMUP_STEPS)
+        steps(BENCH_WARMUP_STEPS)
     blocks: dict[str, list[float]] = {name: [] for name in loops}
     # the matmul (and the memory) before the first turn and after each, so that every
     # turn has a ceiling timed on either side of it: blocks + 1 readings of every size
