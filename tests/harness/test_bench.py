@@ -94,7 +94,7 @@ def test_a_failed_measurement_keeps_its_reason(monkeypatch, tmp_path):
     assert rows[0]["ratio"] is None and rows[0]["error"] == "boom"
 
 
-def test_roofline_rounds_take_the_median_and_keep_a_failed_rounds_reason(monkeypatch, tmp_path):
+def test_roofline_rounds_pool_their_turns_and_keep_a_failed_rounds_reason(monkeypatch, tmp_path):
     results = iter([
         {"harness_block_s": [0.01], "matmul_flops": [2e11, 2e11]},
         {"error": "boom"},
@@ -105,14 +105,38 @@ def test_roofline_rounds_take_the_median_and_keep_a_failed_rounds_reason(monkeyp
     monkeypatch.setattr(bench, "ROOFLINE_CASES", (("mlp", 256),))
     (row,) = bench.run_bench(["roofline"], ["torch"], ["graph"], tmp_path, rounds=3, max_rounds=3)
     assert row["rounds"] == 2 and row["error"] == "boom"
-    assert row["fraction"] == pytest.approx(sum(row["fractions"]) / 2)
     assert row["fractions"][0] == pytest.approx(2 * row["fractions"][1])
+    # one turn a round: the pooled turns' 75th percentile, between the two
+    assert row["fraction"] == pytest.approx(0.875 * row["fractions"][0])
+    assert row["fraction_median"] == pytest.approx(0.75 * row["fractions"][0])
     assert row["spread"] == pytest.approx(0.5 / 0.75)
     # each round's step and ceiling, to tell which of the two moved
     assert row["step_ms_rounds"] == pytest.approx([10.0, 20.0])
     assert row["matmul_gflops_rounds"] == pytest.approx([200.0, 200.0])
     md = bench.write_markdown([row], tmp_path, "rosetta bench --rounds 3").read_text()
     assert "median over its rounds" in md and "spread" in md
+
+
+def test_the_fraction_is_the_faster_turns_wherever_they_fell(monkeypatch, tmp_path):
+    # a step at two speeds, 10 or 15 ms, switching turn by turn: a third of the turns
+    # fast in both benches, all in one process in the first, spread in the second
+    fast, slow = [0.010] * 4, [0.015] * 4
+
+    def fraction(processes: list[list[float]]) -> dict:
+        results = iter({"harness_block_s": p, "matmul_flops": [2e11] * 5} for p in processes)
+        monkeypatch.setattr(bench, "paired", lambda m, out, *a, **k: next(results))
+        monkeypatch.setattr(bench, "missing_packages", lambda info: [])
+        monkeypatch.setattr(bench, "ROOFLINE_CASES", (("lenet", 64),))
+        (row,) = bench.run_bench(["roofline"], ["jax"], ["graph"], tmp_path, rounds=3, max_rounds=3)
+        return row
+
+    together = fraction([fast, slow, slow])
+    spread = fraction([fast[:2] + slow[:2], slow[:2] + fast[2:], slow])
+    flops = 64 * (2 * 288_000 + 3 * (934_400 - 288_000))
+    assert together["fraction"] == spread["fraction"] == pytest.approx(flops / 0.010 / 2e11)
+    # where the median of the rounds' figures lands on the slow speed in one
+    assert np.median(together["fractions"]) == pytest.approx(flops / 0.015 / 2e11)
+    assert together["fraction_median"] == pytest.approx(flops / 0.015 / 2e11)
 
 
 def test_rounds_are_passes_over_every_measurement(monkeypatch, tmp_path):
@@ -363,7 +387,7 @@ def test_worker_takes_turns_and_times_the_matmul_around_each(tmp_path):
         "minimal_module": "tests.harness.fake_minimal",
     }  # fmt: skip
     result = paired.run(cfg)
-    assert fake_minimal.CALLS == [1, paired.WARMUP_STEPS, 4, 4, 4]
+    assert fake_minimal.CALLS == [1, paired.BENCH_WARMUP_STEPS, 4, 4, 4]
     for key in ("harness_block_s", "minimal_block_s"):
         assert len(result[key]) == 3 and all(v > 0 for v in result[key]), key
     # a reading before the first turn and after each, of every size, and of the memory
@@ -442,6 +466,10 @@ def test_stability_says_whether_the_step_the_matmul_or_the_memory_moved():
     # an earlier bench without the memory reading: that part is unknown
     (old,) = bench.stability([slow], [{**row, "read_gbps": None}]).to_dict("records")
     assert old["read_change"] is None and old["step_change"] == pytest.approx(0.3)
+    # a scaling figure is its step time: its change says it, its step_change stays empty
+    scaled = {**row, "benchmark": "scaling"}
+    (step,) = bench.stability([{**scaled, "step_ms": 13.0}], [scaled]).to_dict("records")
+    assert step["change"] == pytest.approx(0.3) and step["step_change"] is None
 
 
 def test_against_reads_the_last_of_each_measurement_and_names_a_missing_folder(tmp_path):
