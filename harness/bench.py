@@ -578,8 +578,9 @@ def write_markdown(
     if any((r.get("rounds") or 1) > 1 for r in rows):
         parts += [
             "Each figure is the median over its rounds (rounds: how many), each round a "
-            "fresh process, but for the fraction, which pools their turns; spread is (max - min) / median over them. A measurement whose "
-            f"median's standard error (1.25 s / sqrt(n)) was above {SETTLED_WITHIN:.0%} of "
+            "fresh process, except the fraction, which pools the rounds' turns; spread is "
+            "(max - min) / median over the rounds' figures. A measurement whose rounds' "
+            f"median had a standard error (1.25 s / sqrt(n)) above {SETTLED_WITHIN:.0%} of "
             "it after --rounds took further rounds, up to --max-rounds.", "",
         ]  # fmt: skip
     for name, df in tables(rows).items():
