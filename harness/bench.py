@@ -10,20 +10,21 @@ process at a time:
 * **roofline**: the training step's FLOP/s (counted from the spec, see
   harness/flops.py) divided by the FLOP/s of a large float32 matmul timed in the
   same process with the same threads: how close a step gets to the machine's
-  usable peak, in its faster turns (``FASTER``).
+  usable peak, the best step against the best matmul (``_best_fraction``).
 * **scaling**: step time, FLOP/s and the roofline's fraction against the batch
   size, to show where each framework and mode stops being bound by per-step
   overhead: ``half_ceiling`` names the batch from which its step reaches half of
   its matmul's FLOP/s.
 
 What is compared runs in turns in one process, blocks of steps alternating with
-each other (and with the matmul), and each ratio is a median over block pairs: this
+each other (and with the matmul), and each overhead ratio is a median over block pairs: this
 machine's speed drifts by tens of percent over seconds and minutes, and two
 processes timed one after the other measure that drift as much as the loops. With
 ``rounds`` above one every measurement is taken in that many processes, a pass
 over all the measurements per round (so that a slow stretch of minutes meets one
 round of each, not all of one's), and its figure is the median over them, with
-their spread. A measurement whose rounds leave that median uncertain
+their spread (the roofline's and scaling's: the fastest turn over them all, see
+``_best_fraction``). A measurement whose rounds leave that median uncertain
 (``SETTLED_WITHIN``) takes further rounds, in passes over the unsettled ones, up
 to ``max_rounds``: the processes of one measurement can fall into two speeds (a
 LeNet step 10 or 15 ms, for a whole process), and the median of three such
@@ -43,7 +44,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from harness import data
@@ -72,12 +72,6 @@ TASKS = ("mlp", "lenet")  # what the benchmarks measure (scaling: the MLP only)
 # is allowed to move (STABLE_WITHIN)
 SETTLED_WITHIN = 0.03
 MAX_ROUNDS = 7
-# the roofline's figure: the fraction its faster turns reach, this quantile of every
-# turn's fraction over all rounds. A step and the matmul around it run at one of two
-# speeds that switch within seconds (the host's other tenants: LeNet's TF graph step
-# 3.5 or 5 ms, turn by turn in one process), where a compute-bound matmul slows less
-# than a memory-bound step; a median over turns or rounds lands on either speed
-FASTER = 0.75
 
 
 @dataclass(frozen=True)
@@ -181,9 +175,15 @@ def _per_round(ok: list[dict[str, Any]], figure: Callable, *keys: str) -> list[f
     return [_median(turns) for turns in _each_turn(ok, figure, *keys)]
 
 
-def _faster(values: list[float]) -> float | None:
-    """The ``FASTER`` quantile of ``values`` (numpy's linear interpolation)."""
-    return float(np.quantile(values, FASTER)) if values else None
+def _best_fraction(flops: float, steps: list[float], matmuls: list[float]) -> float | None:
+    """The roofline's figure: the step's FLOP/s at its fastest turn over the matmul's
+    at its fastest reading, both timed in the same processes. The host's other tenants
+    only ever slow a turn: a step runs at one of two speeds that switch within seconds
+    (LeNet's TF graph step 3.2 or 5 ms, turn by turn in one process), a memory-bound
+    step slowed more than the compute-bound matmul, and how many turns fall on the
+    slower speed changes from one invocation to the next, where the fastest turn of
+    each changes far less. A quantile or median over turns lands on either speed."""
+    return flops / min(steps) / max(matmuls) if steps and matmuls else None
 
 
 def _around(readings: list[float]) -> list[float]:
@@ -277,13 +277,13 @@ def roofline_row(job: Job, results: list[dict[str, Any]]) -> dict[str, Any]:
 
 def scaling_row(job: Job, results: list[dict[str, Any]]) -> dict[str, Any]:
     row = _against_ceiling(job.m, results)
-    step = row["step_ms"]
+    step = row["best_step_ms"]
     return {
         "benchmark": "scaling", **row,
         "samples_per_s": None if not step else 1000 * job.m.batch / step,
-        # of its figure, the step time
-        "spread": _spread(row["step_ms_rounds"]),
-        "uncertainty": _uncertainty(row["step_ms_rounds"]),
+        # of its figure, the step time at its fastest turn
+        "spread": _spread(row["best_step_ms_rounds"]),
+        "uncertainty": _uncertainty(row["best_step_ms_rounds"]),
     }  # fmt: skip
 
 
@@ -294,8 +294,11 @@ def _against_ceiling(m: Measure, results: list[dict[str, Any]]) -> dict[str, Any
     flops = train_step_flops(spec, data.sample_shape(spec.data), m.batch)
     ok = [{**r, "ceiling": _around(r["matmul_flops"])} for r in _ok(results)]
     turns = _each_turn(ok, lambda s, p: flops / s / p, "harness_block_s", "ceiling")
-    fractions = [_faster(t) for t in turns]
-    pooled = [f for t in turns for f in t]
+    fractions = [_best_fraction(flops, r["harness_block_s"], r["matmul_flops"]) for r in ok]
+    every_step = [s for r in ok for s in r["harness_block_s"]]
+    every_matmul = [p for r in ok for p in r["matmul_flops"]]
+    best_step = min(every_step, default=None)
+    best_matmul = max(every_matmul, default=None)
     steps = [_median(r["harness_block_s"]) for r in ok]
     peaks = [_median(r["matmul_flops"]) for r in ok]
     by_n = {n: _median([_median(r["matmul_flops_by_n"][n]) for r in ok])
@@ -306,13 +309,18 @@ def _against_ceiling(m: Measure, results: list[dict[str, Any]]) -> dict[str, Any
         **m.__dict__,
         "step_ms": _ms(step),
         "step_gflop": flops / 1e9,
-        "achieved_gflops": None if not step else flops / step / 1e9,
+        # the figure's parts: the fastest turn and matmul reading over every round
+        "best_step_ms": _ms(best_step),
+        "achieved_gflops": None if not best_step else flops / best_step / 1e9,
+        "best_matmul_gflops": None if not best_matmul else best_matmul / 1e9,
         "matmul_gflops": None if not peak else peak / 1e9,
-        # the turns of every round pooled: the two speeds switch within a process
-        "fraction": _faster(pooled), "fraction_median": _median(pooled),
+        "fraction": _best_fraction(flops, every_step, every_matmul),
+        # every turn's fraction against the matmuls around it, their median
+        "fraction_median": _median([f for t in turns for f in t]),
         "rounds": len(fractions), "fractions": fractions, "spread": _spread(fractions),
         "uncertainty": _uncertainty(fractions),
         "step_ms_rounds": [_ms(x) for x in steps],
+        "best_step_ms_rounds": [_ms(min(r["harness_block_s"])) for r in ok],
         "matmul_gflops_rounds": [x / 1e9 for x in peaks],
         # which size sets the ceiling: each size's median over readings and rounds
         "matmul_gflops_by_n": {n: x / 1e9 for n, x in by_n.items()},
@@ -422,7 +430,7 @@ def run_bench(
 # --------------------------------------------------------------------------- stability
 
 STABLE_WITHIN = 0.10  # two invocations' ratios may differ by this much, relative
-RATIO_OF = {"overhead": "ratio", "roofline": "fraction", "scaling": "step_ms"}
+RATIO_OF = {"overhead": "ratio", "roofline": "fraction", "scaling": "best_step_ms"}
 KEY = ("benchmark", "task", "batch", "framework", "mode", "minimal_mode", "threads")
 
 
@@ -445,7 +453,11 @@ def _key(row: dict[str, Any]) -> tuple:
 # what a roofline or scaling figure is made of, each compared with its value before
 # too: a fraction that moved with its step while the matmul held, and with the
 # memory reading, moved with the host's memory speed
-PARTS = {"step_change": "step_ms", "matmul_change": "matmul_gflops", "read_change": "read_gbps"}
+PARTS = {
+    "step_change": "best_step_ms",
+    "matmul_change": "best_matmul_gflops",
+    "read_change": "read_gbps",
+}
 
 
 def _change(now: float | None, then: float | None) -> float | None:
@@ -454,7 +466,7 @@ def _change(now: float | None, then: float | None) -> float | None:
 
 def stability(rows: list[dict[str, Any]], earlier: list[dict[str, Any]]) -> pd.DataFrame:
     """Each measurement's figure (the overhead ratio, the roofline fraction, the
-    scaling step time) in this invocation against an earlier one's: ``change`` is
+    scaling step time at its fastest turn) in this invocation against an earlier one's: ``change`` is
     now / before - 1, and ``stable`` whether it is within ``STABLE_WITHIN``; for the
     roofline's and scaling's, the change of its step time, matmul and memory reading
     (``PARTS``) as well."""
@@ -466,7 +478,7 @@ def stability(rows: list[dict[str, Any]], earlier: list[dict[str, Any]]) -> pd.D
         field = RATIO_OF[r["benchmark"]]
         now, then = r.get(field), b.get(field)
         change = _change(now, then)
-        # (a scaling figure is its step time: its step_change would repeat change)
+        # (a scaling figure is its best step: its step_change would repeat change)
         parts = {} if r["benchmark"] == "overhead" else {
             name: None if key == field else _change(r.get(key), b.get(key))
             for name, key in PARTS.items()
@@ -528,10 +540,12 @@ def tables(rows: list[dict[str, Any]]) -> dict[str, pd.DataFrame]:
     for name, columns in (
         ("overhead", ["task", "batch", "framework", "mode", "minimal_mode", "harness_ms",
                       "minimal_ms", "ratio", "spread", "rounds"]),
-        ("roofline", ["task", "batch", "framework", "mode", "step_ms", "achieved_gflops",
-                      "matmul_gflops", "fraction", "spread", "rounds", "read_gbps"]),
-        ("scaling", ["batch", "framework", "mode", "step_ms", "samples_per_s", "achieved_gflops",
-                     "matmul_gflops", "fraction", "spread", "rounds", "read_gbps"]),
+        ("roofline", ["task", "batch", "framework", "mode", "step_ms", "best_step_ms",
+                      "achieved_gflops", "best_matmul_gflops", "fraction", "fraction_median",
+                      "spread", "rounds", "read_gbps"]),
+        ("scaling", ["batch", "framework", "mode", "best_step_ms", "samples_per_s", "step_ms",
+                     "achieved_gflops", "best_matmul_gflops", "fraction", "spread", "rounds",
+                     "read_gbps"]),
     ):  # fmt: skip
         part = df[df["benchmark"] == name] if not df.empty else df
         if not part.empty:
@@ -561,24 +575,26 @@ def write_markdown(
         "3x forward, 2x for a layer no trainable layer precedes) over the best float32 "
         "matmul's of sizes "
         + " and ".join(f"{n}x{n}" for n in MATMUL_SIZES)
-        + ", timed in the same process before the first turn of steps and after each "
-        "(each turn's fraction takes the mean of the two readings around it; the figure "
-        f"is the {100 * FASTER:.0f}th percentile of every round's turns, the fraction the "
-        "faster turns reach: the host's other tenants slow stretches of seconds, a "
-        "memory-bound step more than the matmul; fraction_median in bench.jsonl is the "
-        "turns' median). The matmul runs as the mode's step does: op by op "
+        + ", timed in the same process before the first turn of steps and after each, "
+        "the step at its fastest turn (best_step_ms, achieved_gflops) over the matmul at "
+        "its fastest reading (best_matmul_gflops), over every round: the host's other "
+        "tenants only slow a turn, a memory-bound step more than the matmul, and how many "
+        "turns they slow changes between invocations. fraction_median: the median over "
+        "the turns of each turn's fraction against the mean of the two readings around "
+        "it; step_ms, matmul_gflops: medians. The matmul runs as the mode's step does: op by op "
         "in eager, compiled in graph (torch.compile, tf.function, jax.jit), through XLA in "
-        "TF's xla, so matmul_gflops is each mode's own ceiling. read_gbps: the host's "
+        "TF's xla, so the matmul is each mode's own ceiling. read_gbps: the host's "
         "memory speed, one core summing a buffer past the cache, timed with each matmul: "
         "the matmul cancels a drift in compute speed, not one in memory speed, which a "
         "step feels more.",
-        "scaling": "the MLP's step time and throughput as the batch grows, and its "
-        "fraction of the mode's matmul ceiling, timed around its turns as in the roofline.",
+        "scaling": "the MLP's step time and throughput as the batch grows, at its fastest "
+        "turn (best_step_ms, its figure; step_ms: the median), and its fraction of the "
+        "mode's matmul ceiling, as in the roofline.",
     }
     if any((r.get("rounds") or 1) > 1 for r in rows):
         parts += [
             "Each figure is the median over its rounds (rounds: how many), each round a "
-            "fresh process, except the fraction, which pools the rounds' turns; spread is "
+            "fresh process, except the fraction, the best over the rounds' turns; spread is "
             "(max - min) / median over the rounds' figures. A measurement whose rounds' "
             f"median had a standard error (1.25 s / sqrt(n)) above {SETTLED_WITHIN:.0%} of "
             "it after --rounds took further rounds, up to --max-rounds.", "",

@@ -179,7 +179,8 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         default=3,
         help="take every measurement in this many fresh processes, one pass over all "
-        "measurements per round, and report the median and the spread",
+        "measurements per round, and report the median and the spread (the roofline's "
+        "and scaling's figures: the fastest block over all rounds)",
     )
     b.add_argument(
         "--max-rounds",

@@ -62,15 +62,20 @@ def test_the_ratio_is_taken_within_each_turn_pair_so_a_drift_cancels(monkeypatch
     assert row["harness_ms"] == pytest.approx(10.5 * 1.5)  # the median turn's
 
 
-def test_roofline_fraction_uses_spec_flops_and_the_matmul_around_each_turn(monkeypatch, tmp_path):
+def test_roofline_fraction_is_the_fastest_turn_over_the_fastest_matmul(monkeypatch, tmp_path):
     # readings before the first turn, between the two and after the second: the
     # ceilings around the turns are 2e11 and 1e11, the matmul slowed with the steps
     _fake(monkeypatch, [0.01, 0.02], matmul=[3e11, 1e11, 1e11])
     monkeypatch.setattr(bench, "ROOFLINE_CASES", (("lenet", 64),))
     (row,) = bench.run_bench(["roofline"], ["jax"], ["graph"], tmp_path)
     flops = 64 * (2 * 288_000 + 3 * (934_400 - 288_000))  # see test_flops.py
-    assert row["fraction"] == pytest.approx(flops / 0.01 / 2e11)  # both turns' fraction
-    assert row["achieved_gflops"] == pytest.approx(flops / 0.015 / 1e9)
+    # not the fast turn against its slowed matmul (flops / 0.01 / 2e11)
+    assert row["fraction"] == pytest.approx(flops / 0.01 / 3e11)
+    assert row["best_step_ms"] == pytest.approx(10.0) and row["best_matmul_gflops"] == 300.0
+    assert row["fraction"] == pytest.approx(row["achieved_gflops"] / row["best_matmul_gflops"])
+    # each turn against the readings around it: both turns' fraction
+    assert row["fraction_median"] == pytest.approx(flops / 0.01 / 2e11)
+    assert row["step_ms"] == pytest.approx(15.0) and row["matmul_gflops"] == 100.0  # medians
     assert row["peak_rss_mb"] == 100.0
     assert row["matmul_gflops_by_n"] == pytest.approx({"1024": 100.0, "2048": 50.0})
     assert row["turns"] == [{"harness_block_s": [0.01, 0.02],
@@ -95,6 +100,7 @@ def test_a_failed_measurement_keeps_its_reason(monkeypatch, tmp_path):
 
 
 def test_roofline_rounds_pool_their_turns_and_keep_a_failed_rounds_reason(monkeypatch, tmp_path):
+    # each round's fraction: its fastest turn over its fastest reading
     results = iter([
         {"harness_block_s": [0.01], "matmul_flops": [2e11, 2e11]},
         {"error": "boom"},
@@ -105,11 +111,12 @@ def test_roofline_rounds_pool_their_turns_and_keep_a_failed_rounds_reason(monkey
     monkeypatch.setattr(bench, "ROOFLINE_CASES", (("mlp", 256),))
     (row,) = bench.run_bench(["roofline"], ["torch"], ["graph"], tmp_path, rounds=3, max_rounds=3)
     assert row["rounds"] == 2 and row["error"] == "boom"
-    assert row["fractions"][0] == pytest.approx(2 * row["fractions"][1])
-    # one turn a round: the pooled turns' 75th percentile, between the two
-    assert row["fraction"] == pytest.approx(0.875 * row["fractions"][0])
+    assert row["fractions"][0] == pytest.approx(3 * row["fractions"][1])
+    # the first round's 10 ms step over the second's 3e11 reading
+    assert row["fraction"] == pytest.approx(2 / 3 * row["fractions"][0])
+    # each turn over the mean of its readings: 2e11 both
     assert row["fraction_median"] == pytest.approx(0.75 * row["fractions"][0])
-    assert row["spread"] == pytest.approx(0.5 / 0.75)
+    assert row["spread"] == pytest.approx(1.0)
     # each round's step and ceiling, to tell which of the two moved
     assert row["step_ms_rounds"] == pytest.approx([10.0, 20.0])
     assert row["matmul_gflops_rounds"] == pytest.approx([200.0, 200.0])
@@ -117,7 +124,7 @@ def test_roofline_rounds_pool_their_turns_and_keep_a_failed_rounds_reason(monkey
     assert "median over its rounds" in md and "spread" in md
 
 
-def test_the_fraction_is_the_faster_turns_wherever_they_fell(monkeypatch, tmp_path):
+def test_the_fraction_is_the_fastest_turn_wherever_it_fell(monkeypatch, tmp_path):
     # a step at two speeds, 10 or 15 ms, switching turn by turn: a third of the turns
     # fast in both benches, all in one process in the first, spread in the second
     fast, slow = [0.010] * 4, [0.015] * 4
@@ -258,12 +265,12 @@ def test_markdown_has_every_table_and_the_scaling_figure(tmp_path):
         {"benchmark": "overhead", "task": "mlp", "batch": 128, "framework": "torch",
          "mode": "eager", "threads": 0, "minimal_mode": "eager", "harness_ms": 1.1, "minimal_ms": 1.0, "ratio": 1.1},
         {"benchmark": "roofline", "task": "mlp", "batch": 256, "framework": "torch",
-         "mode": "graph", "threads": 0, "step_ms": 9.0, "achieved_gflops": 98.0,
-         "matmul_gflops": 196.0, "fraction": 0.5},
+         "mode": "graph", "threads": 0, "step_ms": 9.0, "best_step_ms": 8.0,
+         "achieved_gflops": 98.0, "best_matmul_gflops": 196.0, "fraction": 0.5},
     ] + [
         {"benchmark": "scaling", "task": "mlp", "batch": b, "framework": fw, "mode": "graph",
-         "threads": 0, "step_ms": b / 50, "samples_per_s": 50_000.0, "achieved_gflops": 80.0,
-         "fraction": b / 100}
+         "threads": 0, "step_ms": b / 50, "best_step_ms": b / 55, "samples_per_s": 55_000.0,
+         "achieved_gflops": 80.0, "fraction": b / 100}
         for b in (32, 64) for fw in ("torch", "jax")
     ]  # fmt: skip
     md = bench.write_markdown(rows, tmp_path, "rosetta bench").read_text()
@@ -295,9 +302,10 @@ def test_scaling_rows_carry_the_fraction_of_the_matmul_timed_around_their_turns(
     monkeypatch.setattr(bench, "SCALING_BATCHES", (256,))
     (row,) = bench.run_bench(["scaling"], ["tf"], ["graph"], tmp_path)
     flops = 256 * (2 * 2 * 784 * 512 + 3 * 2 * (512 * 256 + 256 * 128 + 128 * 64 + 64 * 10))
-    assert row["fraction"] == pytest.approx(flops / 0.01 / 2e11)  # as in the roofline
-    assert row["samples_per_s"] == pytest.approx(256 / 0.015)
-    assert row["achieved_gflops"] == pytest.approx(flops / 0.015 / 1e9)
+    assert row["fraction"] == pytest.approx(flops / 0.01 / 3e11)  # as in the roofline
+    assert row["samples_per_s"] == pytest.approx(256 / 0.01)  # at the fastest turn
+    assert row["achieved_gflops"] == pytest.approx(flops / 0.01 / 1e9)
+    assert row["best_step_ms_rounds"] == pytest.approx([10.0])
 
 
 def test_the_cli_says_from_which_batch_each_mode_reaches_half_its_ceiling(
@@ -455,9 +463,10 @@ def test_stability_compares_each_ratio_with_the_same_measurement_before(tmp_path
 
 def test_stability_says_whether_the_step_the_matmul_or_the_memory_moved():
     row = {"benchmark": "roofline", "task": "mlp", "batch": 1024, "framework": "tf",
-           "mode": "graph", "threads": 0, "fraction": 0.6, "step_ms": 10.0,
-           "matmul_gflops": 400.0, "read_gbps": 20.0}  # fmt: skip
-    slow = {**row, "fraction": 0.45, "step_ms": 13.0, "matmul_gflops": 390.0, "read_gbps": 15.0}
+           "mode": "graph", "threads": 0, "fraction": 0.6, "best_step_ms": 10.0,
+           "best_matmul_gflops": 400.0, "read_gbps": 20.0}  # fmt: skip
+    slow = {**row, "fraction": 0.45, "best_step_ms": 13.0, "best_matmul_gflops": 390.0,
+            "read_gbps": 15.0}  # fmt: skip
     (moved,) = bench.stability([slow], [row]).to_dict("records")
     assert moved["change"] == pytest.approx(-0.25) and not moved["stable"]
     assert moved["step_change"] == pytest.approx(0.3)
@@ -466,9 +475,9 @@ def test_stability_says_whether_the_step_the_matmul_or_the_memory_moved():
     # an earlier bench without the memory reading: that part is unknown
     (old,) = bench.stability([slow], [{**row, "read_gbps": None}]).to_dict("records")
     assert old["read_change"] is None and old["step_change"] == pytest.approx(0.3)
-    # a scaling figure is its step time: its change says it, its step_change stays empty
+    # a scaling figure is its best step: its change says it, its step_change stays empty
     scaled = {**row, "benchmark": "scaling"}
-    (step,) = bench.stability([{**scaled, "step_ms": 13.0}], [scaled]).to_dict("records")
+    (step,) = bench.stability([{**scaled, "best_step_ms": 13.0}], [scaled]).to_dict("records")
     assert step["change"] == pytest.approx(0.3) and step["step_change"] is None
 
 
