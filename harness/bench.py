@@ -466,10 +466,10 @@ def _change(now: float | None, then: float | None) -> float | None:
 
 def stability(rows: list[dict[str, Any]], earlier: list[dict[str, Any]]) -> pd.DataFrame:
     """Each measurement's figure (the overhead ratio, the roofline fraction, the
-    scaling step time at its fastest turn) in this invocation against an earlier one's: ``change`` is
-    now / before - 1, and ``stable`` whether it is within ``STABLE_WITHIN``; for the
-    roofline's and scaling's, the change of its step time, matmul and memory reading
-    (``PARTS``) as well."""
+    scaling step time at its fastest turn) in this invocation against an earlier
+    one's: ``change`` is now / before - 1, and ``stable`` whether it is within
+    ``STABLE_WITHIN``; for the roofline's and scaling's, the change of its best step,
+    best matmul and memory reading (``PARTS``) as well."""
 
     before = {_key(r): r for r in earlier}
     out = []
@@ -594,7 +594,8 @@ def write_markdown(
     if any((r.get("rounds") or 1) > 1 for r in rows):
         parts += [
             "Each figure is the median over its rounds (rounds: how many), each round a "
-            "fresh process, except the fraction, the best over the rounds' turns; spread is "
+            "fresh process, except the fraction and the best_ figures, taken over all the "
+            "rounds' turns; spread is "
             "(max - min) / median over the rounds' figures. A measurement whose rounds' "
             f"median had a standard error (1.25 s / sqrt(n)) above {SETTLED_WITHIN:.0%} of "
             "it after --rounds took further rounds, up to --max-rounds.", "",
