@@ -16,6 +16,9 @@ process at a time:
   overhead: ``half_ceiling`` names the batch from which its step reaches half of
   its matmul's FLOP/s.
 
+The roofline's and the scaling's rows of one measurement (the MLP at 256 to 1024)
+come from the same processes (``shared``).
+
 What is compared runs in turns in one process, blocks of steps alternating with
 each other (and with the matmul), and each overhead ratio is a median over block pairs: this
 machine's speed drifts by tens of percent over seconds and minutes, and two
@@ -71,6 +74,10 @@ TASKS = ("mlp", "lenet")  # what the benchmarks measure (scaling: the MLP only)
 # than max_rounds): two invocations' medians then rarely differ by the 10% a ratio
 # is allowed to move (STABLE_WITHIN)
 SETTLED_WITHIN = 0.03
+# the processes every measurement takes before settling may stop it: the fastest turn
+# of three processes that all ran at the slower speed settled there (TF's xla step at
+# b512: 0.566 from three processes, 0.669 from seven in the same invocation)
+ROUNDS = 5
 MAX_ROUNDS = 7
 
 
@@ -207,23 +214,53 @@ MINIMAL_ONLY = {"tf": {"fit": "graph"}, "jax": {"functional": "graph"}}
 
 @dataclass(frozen=True)
 class Job:
-    """One row of a benchmark: the measurement, the minimal loop its step is compared
-    with (the overhead's), and the bench process each round takes."""
+    """One row of a benchmark: the measurement, and the minimal loop its step is
+    compared with (the overhead's)."""
 
     benchmark: str
     m: Measure
     minimal_mode: str | None = None
 
-    def take(self, out: Path, round_: int) -> dict[str, Any]:
+    @property
+    def process(self) -> tuple:
+        """What its bench process times: rows with the same one share their processes."""
         sizes = () if self.benchmark == "overhead" else MATMUL_SIZES
-        return paired(self.m, out, self.minimal_mode, sizes, round_, benchmark=self.benchmark)
+        return self.m, self.minimal_mode, sizes
 
     def row(self, results: list[dict[str, Any]]) -> dict[str, Any]:
         return ROWS[self.benchmark](self, results)
 
     def __str__(self) -> str:
-        versus = f" vs {self.minimal_mode}" if self.minimal_mode else ""
-        return f"{self.benchmark} {self.m.task} b{self.m.batch} {self.m.framework} {self.m.mode}{versus}"
+        m, versus = self.m, f" vs {self.minimal_mode}" if self.minimal_mode else ""
+        return f"{self.benchmark} {m.task} b{m.batch} {m.framework} {m.mode}{versus}"
+
+
+def shared(jobs: list[Job]) -> list[list[int]]:
+    """The jobs' indices grouped by what their processes time, in the order each
+    group first appears: the roofline and the scaling both time the MLP at batches 256
+    to 1024 against the matmul, one process for both rows, so that one invocation
+    reports one figure for one measurement (taken apart, two figures of TF's xla
+    step at b512 in one invocation were 0.566 and 0.669)."""
+    groups: dict[tuple, list[int]] = {}
+    for i, job in enumerate(jobs):
+        groups.setdefault(job.process, []).append(i)
+    return list(groups.values())
+
+
+def _benchmarks(jobs: list[Job]) -> str:
+    return "+".join(dict.fromkeys(job.benchmark for job in jobs))
+
+
+def take(jobs: list[Job], out: Path, round_: int) -> dict[str, Any]:
+    """One bench process for ``jobs``, which time the same (``Job.process``); its log
+    is named after their benchmarks."""
+    m, minimal_mode, sizes = jobs[0].process
+    return paired(m, out, minimal_mode, sizes, round_, benchmark=_benchmarks(jobs))
+
+
+def _label(jobs: list[Job]) -> str:
+    """The jobs of one process, for the progress bar: their benchmarks, then the rest."""
+    return _benchmarks(jobs) + str(jobs[0])[len(jobs[0].benchmark) :]
 
 
 def overhead(frameworks: Iterable[str], modes: Iterable[str], threads: int) -> list[Job]:
@@ -354,7 +391,9 @@ def run_bench(
     tasks: Iterable[str] = TASKS,
 ) -> list[dict[str, Any]]:
     """Run the named benchmarks of ``tasks``, each measurement in ``rounds`` processes,
-    and in more, up to ``max_rounds``, while its median is unsettled.
+    and in more, up to ``max_rounds``, while its median is unsettled. Rows that time
+    the same (``shared``) take the same processes, and take more while any of them is
+    unsettled.
 
     The rounds are passes over every measurement, one after the other, so that one
     measurement's processes lie a pass apart: a stretch of minutes in which the
@@ -383,8 +422,9 @@ def run_bench(
             f"{names} measures nothing of {', '.join(tasks)} (scaling: the MLP only); "
             "choose other --tasks or benchmarks"
         )
-    taken: list[list[dict[str, Any]]] = [[] for _ in jobs]
-    kept: dict[int, dict[str, Any]] = {}
+    groups = shared(jobs)
+    taken: list[list[dict[str, Any]]] = [[] for _ in groups]  # each group's processes
+    kept: dict[int, dict[str, Any]] = {}  # each job's row, once done
 
     def keep(i: int, row: dict) -> None:
         kept[i] = row
@@ -393,34 +433,40 @@ def run_bench(
         with tqdm.external_write_mode():
             say(row)
 
-    bar = tqdm(total=rounds * len(jobs), disable=not progress, unit="process",
+    bar = tqdm(total=rounds * len(groups), disable=not progress, unit="process",
                dynamic_ncols=True)  # fmt: skip
-    todo = list(range(len(jobs)))
+    todo = list(range(len(groups)))
     try:
         while todo:
             unsettled = []
-            for i in todo:
-                job, results = jobs[i], taken[i]
+            for g in todo:
+                members, results = [jobs[i] for i in groups[g]], taken[g]
                 n = len(results)
-                bar.set_description(f"round {n + 1}{'' if n < rounds else ' (settling)'}: {job}")
-                results.append(job.take(out, n))
+                bar.set_description(
+                    f"round {n + 1}{'' if n < rounds else ' (settling)'}: {_label(members)}"
+                )
+                results.append(take(members, out, n))
                 bar.update()
                 if n + 1 < rounds:
-                    unsettled.append(i)
+                    unsettled.append(g)
                     continue
-                row = job.row(results)
-                if n + 1 < max_rounds and (row.get("uncertainty") or 0) > SETTLED_WITHIN:
-                    unsettled.append(i)
+                rows = {i: jobs[i].row(results) for i in groups[g]}
+                if n + 1 < max_rounds and any(
+                    (row.get("uncertainty") or 0) > SETTLED_WITHIN for row in rows.values()
+                ):
+                    unsettled.append(g)
                 else:
-                    keep(i, row)
+                    for i, row in rows.items():
+                        keep(i, row)
             if len(taken[todo[0]]) >= rounds:  # the passes from here on: one each
                 bar.total += len(unsettled)
                 bar.refresh()
             todo = unsettled
     except KeyboardInterrupt:
-        for i in todo:
-            if taken[i] and i not in kept:
-                keep(i, jobs[i].row(taken[i]))
+        for g in todo:
+            for i in groups[g]:
+                if taken[g] and i not in kept:
+                    keep(i, jobs[i].row(taken[g]))
         raise
     finally:
         bar.close()
@@ -589,7 +635,8 @@ def write_markdown(
         "step feels more.",
         "scaling": "the MLP's step time and throughput as the batch grows, at its fastest "
         "turn (best_step_ms, its figure; step_ms: the median), and its fraction of the "
-        "mode's matmul ceiling, as in the roofline.",
+        "mode's matmul ceiling, as in the roofline; at the batches the roofline measures "
+        "too, its rows and the roofline's come from the same processes.",
     }
     if any((r.get("rounds") or 1) > 1 for r in rows):
         parts += [

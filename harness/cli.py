@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harness.backend import BACKENDS, MODES, missing_packages, package_version
-from harness.bench import MAX_ROUNDS, SETTLED_WITHIN
+from harness.bench import MAX_ROUNDS, ROUNDS, SETTLED_WITHIN
 from harness.bench import TASKS as BENCH_TASKS
 from harness.spec import DEFAULT_TASKS
 
@@ -177,7 +177,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--rounds",
         type=int,
-        default=3,
+        default=ROUNDS,
         help="take every measurement in this many fresh processes, one pass over all "
         "measurements per round, and report the median and the spread (the roofline's "
         "and scaling's figures: the fastest block over all rounds)",

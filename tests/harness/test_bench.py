@@ -322,7 +322,9 @@ def test_the_cli_says_from_which_batch_each_mode_reaches_half_its_ceiling(
     assert summary[2].split() == ["tf", "xla", "256", "32-256", "0.676", "256"]
 
 
-def test_roofline_and_scaling_of_one_measurement_keep_their_own_logs(monkeypatch, tmp_path):
+def test_roofline_and_scaling_of_one_measurement_share_a_process_named_for_both(
+    monkeypatch, tmp_path
+):
     logs: list = []
 
     def run_worker(module, cfg, env, timeout, log, on_event):
@@ -332,11 +334,45 @@ def test_roofline_and_scaling_of_one_measurement_keep_their_own_logs(monkeypatch
     monkeypatch.setattr(bench, "run_worker", run_worker)
     monkeypatch.setattr(bench, "missing_packages", lambda info: [])
     monkeypatch.setattr(bench, "ROOFLINE_CASES", (("mlp", 256),))
-    monkeypatch.setattr(bench, "SCALING_BATCHES", (256,))
+    monkeypatch.setattr(bench, "SCALING_BATCHES", (128, 256))
     rows = bench.run_bench(["roofline", "scaling"], ["torch"], ["eager"], tmp_path)
-    assert [r["error"] for r in rows] == ["crashed: boom"] * 2
-    assert logs == ["roofline-mlp-b256-torch-eager-t0-alone-r0.log",
-                    "scaling-mlp-b256-torch-eager-t0-alone-r0.log"]  # fmt: skip
+    assert [r["error"] for r in rows] == ["crashed: boom"] * 3
+    assert logs == ["roofline+scaling-mlp-b256-torch-eager-t0-alone-r0.log",
+                    "scaling-mlp-b128-torch-eager-t0-alone-r0.log"]  # fmt: skip
+
+
+def test_rows_of_one_measurement_take_its_rounds_until_every_one_settles(monkeypatch, tmp_path):
+    # each process of the MLP at b256 gives a step and a matmul that move together:
+    # the roofline's fraction is steady from the first round, the scaling's figure
+    # (its fastest step) is not, so the shared processes go on to max_rounds
+    steps = [0.010, 0.015] * 4
+    taken: list = []
+
+    def paired(m, out, minimal_mode=None, matmul_sizes=(), round_=0, **kw):
+        taken.append((m.batch, round_, kw["benchmark"]))
+        step = steps[round_] if m.batch == 256 else 0.005
+        ceiling = 3e-3 / step * 1e11  # 3e11 with the 10 ms step, 2e11 with the 15
+        return {"harness_block_s": [step], "matmul_flops": [ceiling] * 2}
+
+    monkeypatch.setattr(bench, "paired", paired)
+    monkeypatch.setattr(bench, "missing_packages", lambda info: [])
+    monkeypatch.setattr(bench, "ROOFLINE_CASES", (("mlp", 256),))
+    monkeypatch.setattr(bench, "SCALING_BATCHES", (128, 256))
+    rows = bench.run_bench(
+        ["roofline", "scaling"], ["torch"], ["graph"], tmp_path, rounds=3, max_rounds=6
+    )
+    assert taken == [(256, 0, "roofline+scaling"), (128, 0, "scaling"),
+                     (256, 1, "roofline+scaling"), (128, 1, "scaling"),
+                     (256, 2, "roofline+scaling"), (128, 2, "scaling"),
+                     (256, 3, "roofline+scaling"), (256, 4, "roofline+scaling"),
+                     (256, 5, "roofline+scaling")]  # fmt: skip
+    roof, small, scaled = rows  # in the order of the jobs
+    assert (roof["benchmark"], small["batch"], scaled["batch"]) == ("roofline", 128, 256)
+    assert roof["uncertainty"] == pytest.approx(0, abs=1e-12)
+    assert scaled["uncertainty"] > bench.SETTLED_WITHIN
+    assert roof["rounds"] == scaled["rounds"] == 6 and small["rounds"] == 3
+    # one measurement, one figure: both rows from the same turns
+    assert roof["turns"] == scaled["turns"] and roof["fraction"] == scaled["fraction"]
 
 
 def _fractions(fw: str, mode: str, by_batch: dict[int, float | None]) -> list[dict]:
@@ -498,4 +534,4 @@ def test_the_progress_line_shows_the_figures_and_leaves_the_turns_to_the_file(
     line = next(x for x in capsys.readouterr().out.splitlines() if "fraction" in x)
     assert "matmul_gflops_by_n" in line and "turns" not in line and "_rounds" not in line
     (row,) = bench.read_rows(tmp_path)
-    assert len(row["turns"]) == 3  # the CLI's default rounds, each round's turns kept
+    assert len(row["turns"]) == bench.ROUNDS  # the CLI's default rounds, each one's turns kept
