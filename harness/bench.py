@@ -30,7 +30,7 @@ their spread (the roofline's and scaling's: the fastest turn over them all, see
 ``_best_fraction``). A measurement whose rounds leave that median uncertain
 (``SETTLED_WITHIN``) takes further rounds, in passes over the unsettled ones, up
 to ``max_rounds``: the processes of one measurement can fall into two speeds (a
-LeNet step 10 or 15 ms, for a whole process), and the median of three such
+LeNet step 10 or 15 ms, for a whole process), and the median of a few such
 processes lands on either.
 
 Results go to ``bench.jsonl`` and ``bench.md`` (tables and a figure) in the run folder.
