@@ -4,11 +4,14 @@ Each data set is a function ``load(params, test_fraction, seed, data_dir)``
 returning a :class:`Dataset` (NHWC float32 images or [N, features] float32,
 int labels or float targets) plus a cheap ``shape(params)`` that tells the
 sample shape without loading, so a spec is validated before anything runs.
+A file data set also has a ``check`` that :func:`preflight` runs in the driver,
+so a bad file is one error before any cell starts, not one in every cell.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +40,9 @@ class Dataset:
 
 
 Loader = Callable[[dict[str, Any], float, int, Path | None], Dataset]
+# check(path, params, test_fraction, strict): raises DataError for anything in the files
+# that would make a cell fail; strict also refuses a known file name with other contents
+Check = Callable[[Path, dict[str, Any], float, bool], None]
 
 
 @dataclass(frozen=True)
@@ -46,7 +52,7 @@ class DatasetInfo:
     shape: Callable[[dict[str, Any]], tuple[int, ...]]
     description: str
     needs_dir: bool = False  # a file data set: reads --data-dir
-    check: Callable[[Path], None] | None = None  # raises DataError when files are missing
+    check: Check | None = None  # raises DataError when files are missing or malformed
     reads_file: bool = False  # --data-file names one file rather than a folder
 
 
@@ -84,10 +90,11 @@ def sample_shape(spec: DataSpec, data_dir: str | Path | None = None) -> tuple[in
 
 
 def preflight(
-    spec: DataSpec, data_dir: str | Path | None = None
+    spec: DataSpec, data_dir: str | Path | None = None, strict: bool = False
 ) -> tuple[DatasetInfo, Path | None]:
-    """Check, without loading, that the files a run needs are there."""
-    name, _ = chosen(spec, data_dir)
+    """Check the files a run needs: there, readable and in the shape the loader takes
+    (``strict``: also the published checksums), so no cell is the first to find out."""
+    name, params = chosen(spec, data_dir)
     info = _get(name)
     directory = Path(data_dir) if data_dir is not None else None
     if info.needs_dir and directory is None:
@@ -100,19 +107,49 @@ def preflight(
             raise DataError(
                 f"data directory {str(directory)!r} does not exist ({info.description})"
             )
-        if info.check is not None:
-            info.check(directory)
+    if directory is not None and info.check is not None:
+        info.check(directory, params, spec.test_fraction, strict)
     return info, directory
 
 
-def load(spec: DataSpec, data_dir: str | Path | None = None) -> Dataset:
-    """Load the data set a spec names (the ``real`` one when ``data_dir`` is given)."""
+def load(spec: DataSpec, data_dir: str | Path | None = None, strict: bool = False) -> Dataset:
+    """Load the data set a spec names (the ``real`` one when ``data_dir`` is given).
+    ``strict`` refuses a file under a known name whose checksum is not the published one
+    (by default it is used as the user's own data, and the info says so)."""
     name, params = chosen(spec, data_dir)
-    info, directory = preflight(spec, data_dir)
-    ds = info.load(params, spec.test_fraction, spec.seed, directory)
+    with reused_reads():  # the loader reads what preflight has just read and checked
+        info, directory = preflight(spec, data_dir, strict)
+        ds = info.load(params, spec.test_fraction, spec.seed, directory)
     return Dataset(
         ds.x_train, ds.y_train, ds.x_test, ds.y_test, ds.classes, {"dataset": name, **ds.info}
     )
+
+
+# what files were read as, for the length of one load(): the driver's preflight keeps
+# nothing, and a cell reads each file once though both the check and the loader want it
+_reads: dict[tuple[str, str, int, int], Any] | None = None
+
+
+@contextmanager
+def reused_reads() -> Iterator[None]:
+    global _reads
+    outer = _reads
+    _reads = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _reads = outer
+
+
+def read_once(kind: str, path: Path, read: Callable[[Path], Any]) -> Any:
+    """``read(path)``, or what it gave before in this load() for the same unchanged file."""
+    if _reads is None:
+        return read(path)
+    stat = path.stat()
+    key = (kind, str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    if key not in _reads:
+        _reads[key] = read(path)
+    return _reads[key]
 
 
 def stratified_split(

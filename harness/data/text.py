@@ -10,6 +10,7 @@ masks keep the padding out of every result.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import Counter
 from pathlib import Path
@@ -17,7 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from harness.data import DataError, Dataset, DatasetInfo, register, stratified_split
+from harness.data import (
+    DataError,
+    Dataset,
+    DatasetInfo,
+    read_once,
+    register,
+    stratified_split,
+)
 
 PAD, UNKNOWN = 0, 1
 CHAR_VOCAB = 128  # ASCII code points; 0 (NUL) never occurs in text and pads
@@ -300,20 +308,62 @@ register(
 )
 
 
+def _utf8_text(raw: bytes, path: Path) -> None:
+    if b"\x00" in raw:  # valid UTF-8, but no text has it: a binary file
+        raise DataError(
+            f"{path} holds NUL bytes: it is a binary file, not UTF-8 text; --data-file takes "
+            "a UTF-8 text file"
+        )
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(
+            f"{path} is not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start}); "
+            "--data-file takes a UTF-8 text file"
+        ) from None
+
+
+def shortest_text(steps: int, test_fraction: float) -> int:
+    """The fewest bytes that give one window of ``steps`` on each side of the split."""
+    n = 2 * (steps + 1)
+    while int(n * (1 - test_fraction)) < steps + 1 or n - int(n * (1 - test_fraction)) < steps + 1:
+        n += 1
+    return n
+
+
+def check_text(path: Path, params: dict[str, Any], test_fraction: float, strict: bool) -> None:
+    """A --data-file must be UTF-8 text long enough for a window in train and in test."""
+    raw = read_once("bytes", path, Path.read_bytes)
+    steps = int(params.get("steps", 32))
+    need = shortest_text(steps, test_fraction)
+    if not raw:
+        raise DataError(f"{path} is empty; --data-file takes a UTF-8 text of {need} bytes or more")
+    _utf8_text(raw, path)
+    if len(raw) < need:
+        raise DataError(
+            f"{path} has {len(raw)} bytes, too few for a window of {steps} characters in both "
+            f"the train and the test part; give a text of {need} bytes or more"
+        )
+
+
 def text_file(
     params: dict[str, Any], test_fraction: float, seed: int, path: Path | None
 ) -> Dataset:
     """Any UTF-8 text file (``--data-file``), as byte windows."""
+    from harness.data.files import UNVERIFIED  # files imports this module
+
     assert path is not None
-    raw = path.read_bytes()
+    raw = read_once("bytes", path, Path.read_bytes)
+    _utf8_text(raw, path)
     try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path} is not UTF-8 text ({err}); give a text file") from None
-    try:
-        return windows(raw, params, test_fraction, str(path))
+        ds = windows(raw, params, test_fraction, str(path))
     except ValueError as err:
         raise DataError(str(err)) from None
+    checks = {
+        "files": {path.name: UNVERIFIED},
+        "sha256": {path.name: hashlib.sha256(raw).hexdigest()},
+    }
+    return Dataset(ds.x_train, ds.y_train, ds.x_test, ds.y_test, ds.classes, {**ds.info, **checks})
 
 
 register(
@@ -323,6 +373,7 @@ register(
         lambda p: (int(p.get("steps", 32)),),
         "any UTF-8 text file, given with --data-file",
         needs_dir=True,
+        check=check_text,
         reads_file=True,
     )
 )
