@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import importlib.util
+import os
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, ClassVar, Protocol
@@ -152,6 +153,32 @@ BACKENDS: dict[str, BackendInfo] = {
     ),
 }
 MODES = ("eager", "graph", "xla")
+PLUGINS_ENV = "ROSETTA_BACKENDS"
+
+
+def plugin_backends(text: str) -> dict[str, BackendInfo]:
+    """Backends of one's own, named in ``ROSETTA_BACKENDS``: ``name=module:Class`` items,
+    comma-separated, each optionally ``@mode+mode`` (default eager+graph) and
+    ``^package+package`` (what must be installed; default none), e.g.
+    ``mine=my_pkg.backend:MyBackend@eager^numpy``. The module must be importable (on
+    PYTHONPATH) in the cells' processes."""
+    found = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, eq, rest = item.partition("=")
+        rest, _, packages = rest.partition("^")
+        target, _, modes = rest.partition("@")
+        if not eq or not name.isidentifier() or ":" not in target:
+            raise ValueError(
+                f"{PLUGINS_ENV}: {item!r} is not name=module:Class[@mode+mode][^package+package]"
+            )
+        found[name] = BackendInfo(
+            name, target, tuple(filter(None, packages.split("+"))), "",
+            tuple((modes or "eager+graph").split("+")),
+        )  # fmt: skip
+    return found
+
+
+BACKENDS.update(plugin_backends(os.environ.get(PLUGINS_ENV, "")))
 
 
 class BackendUnavailable(RuntimeError):
@@ -159,6 +186,8 @@ class BackendUnavailable(RuntimeError):
 
 
 def install_hint(info: BackendInfo) -> str:
+    if not info.extra:  # a backend of one's own: no extra of ours installs it
+        return f"{info.name} is not installed: install {', '.join(info.packages)}"
     return (
         f"{info.name} is not installed: run  pip install -e '.[{info.extra}]'  "
         f"(or '.[all]' for every framework)"

@@ -53,8 +53,10 @@ from harness import data
 from harness.backend import BACKENDS, missing_packages
 from harness.data.batching import steps_per_epoch
 from harness.flops import train_step_flops
-from harness.runner import UsageError, run_worker, thread_env
+from harness.paired import PairedConfig
+from harness.runner import UsageError, thread_env
 from harness.spec import TASKS_DIR, TaskSpec, load_spec, resolve_task
+from harness.worker import run_worker
 
 BENCH_TASKS = TASKS_DIR / "bench"
 # the roofline's ceiling: the best of these n x n float32 matmuls in the bench process
@@ -121,15 +123,14 @@ def paired(
     missing = missing_packages(info)
     if missing:
         return {"error": f"{m.framework} is not installed (missing: {', '.join(missing)})"}
-    cfg = {
-        "spec": bench_spec(m.task, m.batch).model_dump(mode="json"),
-        "source": m.task, "framework": m.framework, "target": info.target, "mode": m.mode,
-        "threads": m.threads, "blocks": blocks, "block": block,
-        "matmul_sizes": list(matmul_sizes),
-        "minimal": None if minimal_mode is None
+    cfg = PairedConfig(
+        spec=bench_spec(m.task, m.batch), source=m.task, framework=m.framework,
+        target=info.target, mode=m.mode, threads=m.threads, blocks=blocks, block=block,
+        matmul_sizes=tuple(matmul_sizes),
+        minimal=None if minimal_mode is None
         else {"model": m.task, "batch": m.batch, "mode": minimal_mode},
-        "minimal_module": f"impls.{m.framework}.minimal",
-    }  # fmt: skip
+        minimal_module=f"impls.{m.framework}.minimal",
+    )  # fmt: skip
     log = out / "logs" / f"{benchmark}-{_slug(m)}-{minimal_mode or 'alone'}-r{round_}.log"
     result = run_worker("harness.paired", cfg, thread_env(m.threads), 900.0, log, lambda e: None)
     if result.record is None:

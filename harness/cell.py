@@ -1,22 +1,19 @@
 """One cell of the matrix (task x framework x mode x device), run in its own process.
 
-``python -m harness.cell`` reads the cell's config as JSON on stdin, imports
-the one framework it needs, trains, and prints events as JSON lines starting
-with ``EVENT_PREFIX`` on stdout; the last is the cell's record. Anything else
-on stdout/stderr is the framework's own logging, which the runner keeps in a
-log file. The runner owns the loop and the clock here, for every framework.
+``python -m harness.cell`` reads its :class:`CellConfig` on stdin, imports the one
+framework it needs, trains, and prints events (:mod:`harness.worker`); the last is
+the cell's record. The runner owns the loop and the clock here, for every framework.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import platform
 import resource
 import sys
 import time
 import traceback
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -25,14 +22,26 @@ from harness.backend import Backend, BackendUnavailable, Options, load_backend
 from harness.init import canonical_weights
 from harness.metrics import reached
 from harness.recipes import recipe_for
-from harness.spec import TaskSpec, check_model, parse_spec, task_param_count
+from harness.spec import TaskSpec, check_model, task_param_count
 from harness.timing import Phases, step_summary
+from harness.worker import WorkerConfig, emit, read_config
 
-EVENT_PREFIX = "@@rosetta "
 
+class CellConfig(WorkerConfig):
+    """Everything one cell needs, validated once in the driver and again in the worker."""
 
-def emit(kind: str, **payload: Any) -> None:
-    print(EVENT_PREFIX + json.dumps({"event": kind, **payload}, default=str), flush=True)
+    spec: TaskSpec
+    source: str = "<spec>"  # the task's file, for messages
+    framework: str
+    target: str  # the backend, "module:Class"
+    mode: str
+    device: str = "cpu"
+    threads: int = 0
+    init: Literal["shared", "native"] = "shared"
+    dtype: Literal["float32", "float64"] = "float32"
+    data_dir: str | None = None
+    strict_data: bool = False
+    run_id: str | None = None
 
 
 class Diverged(RuntimeError):
@@ -125,25 +134,24 @@ def peak_rss_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
-def run_cell(cfg: dict[str, Any]) -> dict[str, Any]:
+def run_cell(cfg: CellConfig) -> dict[str, Any]:
     """Run one cell; never raises: failures become the record's status."""
     t_start = time.perf_counter()
-    spec = parse_spec(cfg["spec"], cfg.get("source", "<spec>"))
-    dtype = cfg.get("dtype", "float32")
+    spec, dtype = cfg.spec, cfg.dtype
     record: dict[str, Any] = {
-        "run_id": cfg.get("run_id"),
+        "run_id": cfg.run_id,
         "task": spec.name,
         "title": spec.title,
-        "framework": cfg["framework"],
-        "mode": cfg["mode"],
-        "device": cfg.get("device", "cpu"),
+        "framework": cfg.framework,
+        "mode": cfg.mode,
+        "device": cfg.device,
         "status": "running",
         "error": None,
         "seed": spec.recipe.seed,
         "spec_hash": spec.spec_hash(),
-        "init": cfg.get("init", "shared"),
+        "init": cfg.init,
         "dtype": dtype,
-        "threads": cfg.get("threads", 0),
+        "threads": cfg.threads,
         "epochs": spec.recipe.epochs,
         "batch_size": spec.recipe.batch_size,
         "curve": [],
@@ -157,12 +165,12 @@ def run_cell(cfg: dict[str, Any]) -> dict[str, Any]:
     phases = Phases()
     try:
         with phases.phase("import_s"):
-            backend = load_backend(cfg["target"])
-        backend.configure(Options(cfg["mode"], record["device"], record["threads"], dtype))
+            backend = load_backend(cfg.target)
+        backend.configure(Options(cfg.mode, cfg.device, cfg.threads, dtype))
         record["versions"] = backend.versions()
         record["device_name"] = backend.device_name()
         with phases.phase("data_s"):
-            ds = data.load(spec.data, cfg.get("data_dir"))
+            ds = data.load(spec.data, cfg.data_dir, strict=cfg.strict_data)
         record["data"] = ds.info
         shape = ds.sample_shape
         check_model(spec, shape)
@@ -174,7 +182,7 @@ def run_cell(cfg: dict[str, Any]) -> dict[str, Any]:
         record["param_count_spec"] = task_param_count(spec, shape)
         if record["param_count"] != record["param_count_spec"]:
             raise RuntimeError(
-                f"{cfg['framework']} built {record['param_count']} parameters, the spec has "
+                f"{cfg.framework} built {record['param_count']} parameters, the spec has "
                 f"{record['param_count_spec']}: the backend does not build the spec's model"
             )
         state = train(backend, state, spec, ds, dtype, record)
@@ -200,9 +208,7 @@ def run_cell(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> None:
-    cfg = json.loads(sys.stdin.read())
-    sys.path[:0] = cfg.get("extra_paths", [])
-    emit("record", record=run_cell(cfg))
+    emit("record", record=run_cell(read_config(CellConfig)))
 
 
 if __name__ == "__main__":

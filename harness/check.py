@@ -12,20 +12,20 @@ from __future__ import annotations
 
 import itertools
 import json
-import sys
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
 from harness import data
 from harness.backend import Backend, Batch, Options, load_backend
-from harness.cell import emit
 from harness.init import canonical_weights
 from harness.recipes import recipe_for
-from harness.spec import FLOAT64_RTOL, Dropout, TaskSpec, map_layers, parse_spec, task_layers
+from harness.spec import FLOAT64_RTOL, Dropout, TaskSpec, map_layers, task_layers
+from harness.worker import WorkerConfig, emit, read_config
 
 Trace = dict[str, np.ndarray]  # "forward/<layer>", "loss", "grad/<param>", "step<i>/<param>"
 
@@ -165,21 +165,36 @@ def tolerance(spec: TaskSpec, dtype: str) -> tuple[float, float, str]:
 # --------------------------------------------------------------------------- worker
 
 
+class CheckConfig(WorkerConfig):
+    """One check process: one framework, mode and dtype, several tasks."""
+
+    framework: str
+    target: str
+    mode: str
+    dtype: Literal["float32", "float64"]
+    steps: int = Field(ge=1)
+    specs: tuple[TaskSpec, ...]
+    out_dir: str
+    data_dir: str | None = None
+    device: str = "cpu"
+    threads: int = 0
+
+
+def trace_name(task: str, framework: str, mode: str, dtype: str) -> str:
+    return f"{task}-{framework}-{mode}-{dtype}.npz"
+
+
 def main() -> None:
     """Worker: one framework, one mode, one dtype, several tasks; saves one .npz each."""
-    cfg = json.loads(sys.stdin.read())
-    sys.path[:0] = cfg.get("extra_paths", [])
-    out_dir = Path(cfg["out_dir"])
+    cfg = read_config(CheckConfig)
+    out_dir = Path(cfg.out_dir)
     files, errors = {}, {}
-    backend = load_backend(cfg["target"])
-    backend.configure(
-        Options(cfg["mode"], cfg.get("device", "cpu"), cfg.get("threads", 0), cfg["dtype"])
-    )
-    for raw in cfg["specs"]:
-        spec = parse_spec(raw)
+    backend = load_backend(cfg.target)
+    backend.configure(Options(cfg.mode, cfg.device, cfg.threads, cfg.dtype))
+    for spec in cfg.specs:
         try:
-            t = trace(backend, spec, cfg["dtype"], cfg["steps"], cfg.get("data_dir"))
-            path = out_dir / f"{spec.name}-{cfg['framework']}-{cfg['mode']}-{cfg['dtype']}.npz"
+            t = trace(backend, spec, cfg.dtype, cfg.steps, cfg.data_dir)
+            path = out_dir / trace_name(spec.name, cfg.framework, cfg.mode, cfg.dtype)
             np.savez(path, **t)
             files[spec.name] = str(path)
         except Exception as err:  # one task's failure is that task's status
@@ -207,6 +222,16 @@ def _pairs(
     return pairs
 
 
+TRACE_INDEX = "index.json"  # trace file -> what made it, for --resume
+
+
+def _trace_id(spec: TaskSpec, steps: int, data_dir: str | None, info) -> dict[str, Any]:
+    from harness.runner import framework_versions
+
+    return {"spec_hash": spec.spec_hash(), "steps": steps, "data_dir": data_dir,
+            "versions": framework_versions(info)}  # fmt: skip
+
+
 def run_check(
     specs: list[tuple[TaskSpec, str]],
     backends: dict[str, Any],
@@ -218,17 +243,23 @@ def run_check(
     progress: bool = True,
     timeout_s: float = 1800.0,
     extra_paths: tuple[str, ...] = (),
+    jobs: int = 1,
+    resume: bool = False,
 ) -> list[dict[str, Any]]:
-    """Trace every framework x mode x dtype (one process each, all tasks in it), then
-    compare every pair; returns one record per task x dtype x pair, also written to
-    ``out_dir/equivalence.jsonl``."""
-    from tqdm.auto import tqdm
-
+    """Trace every framework x mode x dtype (one process each, all tasks in it, up to
+    ``jobs`` processes at once, each on its own cores), then compare every pair; returns
+    one record per task x dtype x pair, also written to ``out_dir/equivalence.jsonl``.
+    ``resume`` keeps the traces an earlier check of the same tasks left in ``out_dir``."""
     from harness.backend import install_hint, missing_packages
-    from harness.runner import run_worker, thread_env
+    from harness.executors import Job
+    from harness.executors.local import LocalExecutor
+    from harness.progress import Progress
+    from harness.results import load_json, write_atomic
+    from harness.runner import thread_env
 
     trace_dir = out_dir / "traces"
     trace_dir.mkdir(parents=True, exist_ok=True)
+    index: dict[str, Any] = (load_json(trace_dir / TRACE_INDEX) or {}) if resume else {}
     found: dict[tuple[str, str, str], dict[str, str]] = {}  # (fw, mode, dtype) -> task -> file
     problems: dict[tuple[str, str, str], dict[str, str]] = {}
     groups = [
@@ -238,31 +269,55 @@ def run_check(
         if m in info.modes
         for d in dtypes
     ]
-    bar = tqdm(groups, disable=not progress, unit="process", dynamic_ncols=True)
-    for fw, mode, dtype in bar:
-        bar.set_description(f"check {fw}/{mode}/{dtype}")
+    executor = LocalExecutor(max(1, min(jobs, len(groups))))
+    futures = {}
+    for fw, mode, dtype in groups:
         info = backends[fw]
         if missing_packages(info):
             problems[(fw, mode, dtype)] = {s.name: install_hint(info) for s, _ in specs}
             continue
-        cfg = {
-            "framework": fw,
-            "target": info.target,
-            "mode": mode,
-            "dtype": dtype,
-            "steps": steps,
-            "specs": [s.model_dump(mode="json") for s, _ in specs],
-            "out_dir": str(trace_dir),
-            "data_dir": data_dir,
-            "extra_paths": list(extra_paths),
-        }
-        log = out_dir / "logs" / f"check-{fw}-{mode}-{dtype}.log"
-        result = run_worker("harness.check", cfg, thread_env(0), timeout_s, log)
-        if result.record is None:
-            problems[(fw, mode, dtype)] = {s.name: result.detail for s, _ in specs}
+        kept, todo = {}, []
+        for spec, _ in specs:
+            path = trace_dir / trace_name(spec.name, fw, mode, dtype)
+            made = index.get(path.name)
+            if path.is_file() and made == _trace_id(spec, steps, data_dir, info):
+                kept[spec.name] = str(path)
+            else:
+                todo.append(spec)
+        found[(fw, mode, dtype)] = kept
+        if not todo:
             continue
-        found[(fw, mode, dtype)] = result.record["files"]
-        problems[(fw, mode, dtype)] = result.record["errors"]
+        cfg = CheckConfig(
+            framework=fw, target=info.target, mode=mode, dtype=dtype, steps=steps,
+            specs=tuple(todo), out_dir=str(trace_dir), data_dir=data_dir,
+            threads=executor.threads, extra_paths=tuple(extra_paths),
+        )  # fmt: skip
+        job = Job(f"check {fw}/{mode}/{dtype}", "harness.check", cfg.model_dump_json(),
+                  thread_env(executor.threads), timeout_s)  # fmt: skip
+        futures[(fw, mode, dtype)] = (job, todo, executor.submit(job))
+    bar = Progress(len(futures), enabled=progress)
+    try:
+        for group, (job, todo, future) in futures.items():
+            result = future.result()
+            write_atomic(out_dir / "logs" / f"check-{'-'.join(group)}.log", result.log)
+            if result.record is None:
+                problems[group] = {s.name: result.detail for s in todo}
+                bar.finished(job.label, {"status": "failed", "error": result.detail})
+                continue
+            made = result.record["files"]
+            found[group].update(made)
+            problems[group] = result.record["errors"]
+            info = backends[group[0]]
+            for spec in todo:
+                if spec.name in made:
+                    index[Path(made[spec.name]).name] = _trace_id(spec, steps, data_dir, info)
+            write_atomic(trace_dir / TRACE_INDEX, json.dumps(index, indent=1))
+            failed = ", ".join(result.record["errors"])
+            bar.finished(job.label, {"status": "failed" if failed else "ok",
+                                     "error": f"failed: {failed}" if failed else None})  # fmt: skip
+    finally:
+        bar.close()
+        executor.close()
     records = []
     for spec, _ in specs:
         shape = data.sample_shape(spec.data, data_dir)
@@ -295,9 +350,7 @@ def run_check(
                 with np.load(files[0]) as a, np.load(files[1]) as b:
                     result = compare(spec, shape, dict(a), dict(b), rtol, steps_rtol)
                     records.append({**rec, **result})
-    with (out_dir / "equivalence.jsonl").open("w") as f:
-        for rec in records:
-            f.write(json.dumps(rec) + "\n")
+    write_atomic(out_dir / "equivalence.jsonl", "".join(json.dumps(r) + "\n" for r in records))
     return records
 
 

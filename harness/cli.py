@@ -11,6 +11,8 @@ from pathlib import Path
 from harness.backend import BACKENDS, MODES, missing_packages, package_version
 from harness.bench import MAX_ROUNDS, ROUNDS, SETTLED_WITHIN
 from harness.bench import TASKS as BENCH_TASKS
+from harness.executors import EXECUTORS
+from harness.executors.local import usable_cores
 from harness.spec import DEFAULT_TASKS
 
 EPILOG = """examples:
@@ -56,6 +58,24 @@ def _add_tasks(p: argparse.ArgumentParser) -> None:
         default=[],
         help="built-in task names or task files, comma-separated, or 'all' for every built-in "
         "task; none named: " + ", ".join(DEFAULT_TASKS) + " (marked * in rosetta list)",
+    )
+
+
+def _add_executor(p: argparse.ArgumentParser, jobs_help: str) -> None:
+    """Where the cells run: --jobs local slots, or --executor ray at --address."""
+    p.add_argument("--jobs", type=int, default=1, help=jobs_help)
+    p.add_argument(
+        "--executor",
+        choices=list(EXECUTORS),
+        default="local",
+        help="local: this machine's --jobs slots; ray: each cell a Ray task on an existing "
+        "cluster (see README: ray start, and a rosetta_slot resource per node)",
+    )
+    p.add_argument(
+        "--address",
+        metavar="HOST:PORT",
+        help="with --executor ray: the cluster's head (default: auto, the cluster this "
+        "machine belongs to)",
     )
 
 
@@ -127,8 +147,29 @@ def parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--epochs", type=int, help="override every task's epochs (quick looks)")
     r.add_argument("--timeout", type=float, default=900.0, help="seconds per cell")
+    r.add_argument(
+        "--strict-data",
+        action="store_true",
+        help="refuse a data file under a known name whose checksum is not the published one "
+        "(by default it is used as your own data set, and the records say so)",
+    )
     r.add_argument("--out", help="write records here instead of results/<run-id>/")
-    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="go on with the run in RUN_DIR (a killed one, say), with its options: run only "
+        "the cells that have no record there yet",
+    )
+    r.add_argument(
+        "--rerun",
+        choices=["none", "failed"],
+        default="none",
+        help="with --resume, failed: also rerun the cells that failed, timed out or diverged",
+    )
+    _add_executor(r, jobs_help="cells run at once on this machine, each slot on its own "
+                  "cores (its threads: its share); timed cells then share memory bandwidth, "
+                  "and the report marks them")  # fmt: skip
+    r.add_argument("--quiet", action="store_true", help="no progress")
     c = sub.add_parser(
         "check",
         help="prove the frameworks compute the same function: forward, loss, gradients, steps",
@@ -152,7 +193,19 @@ def parser() -> argparse.ArgumentParser:
         help="check on the real data files (a folder, or a text file) instead of embedded data",
     )
     c.add_argument("--out", help="write equivalence.jsonl here instead of results/<run-id>/")
-    c.add_argument("--quiet", action="store_true", help="no progress bar")
+    c.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="go on with the check in RUN_DIR: keep the traces it made for the same tasks, "
+        "steps and versions, trace the rest, compare everything again",
+    )
+    c.add_argument(
+        "--jobs",
+        type=int,
+        default=len(usable_cores()),
+        help="check processes at once, each on its own cores (the check times nothing)",
+    )
+    c.add_argument("--quiet", action="store_true", help="no progress")
     b = sub.add_parser(
         "bench",
         help="the harness against the limits: overhead vs a hand-written loop, roofline, scaling",
@@ -196,6 +249,12 @@ def parser() -> argparse.ArgumentParser:
         default=list(BENCH_TASKS),
         help="comma-separated, of: " + ", ".join(BENCH_TASKS) + " (scaling: the MLP only)",
     )
+    b.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="1 only: the bench's ratios need the whole machine for each process",
+    )
     b.add_argument("--out", help="write bench.jsonl and bench.md here instead of results/<id>/")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.add_argument(
@@ -230,6 +289,12 @@ def parser() -> argparse.ArgumentParser:
         "--out",
         metavar="DIR",
         help="also record the results in DIR/lessons.jsonl (the reference run keeps them)",
+    )
+    ls.add_argument(
+        "--jobs",
+        type=int,
+        default=len(usable_cores()),
+        help="frameworks run at once, each on its own cores (default: one per core)",
     )
     ls.add_argument(
         "--frameworks",
@@ -360,32 +425,58 @@ def cmd_list() -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
-    from harness.api import cells
-    from harness.report import write_report
-    from harness.results import ResultStore, table
-    from harness.runner import UsageError, run_matrix
+# the run options that select the matrix, as harness.api names them -> their dests here
+RUN_SELECTION = {
+    "tasks": "tasks", "spec_files": "spec", "frameworks": "frameworks", "modes": "modes",
+    "devices": "devices", "data_dir": "data_dir", "init": "init", "threads": "threads",
+    "timeout_s": "timeout", "epochs": "epochs", "repeats": "repeats",
+    "strict_data": "strict_data",
+}  # fmt: skip
 
-    matrix = cells(
-        tasks=args.tasks,
-        frameworks=args.frameworks,
-        modes=args.modes,
-        devices=args.devices,
-        spec_files=args.spec,
-        data_dir=args.data_dir,
-        init=args.init,
-        threads=args.threads,
-        timeout_s=args.timeout,
-        epochs=args.epochs,
-        repeats=args.repeats,
-    )
-    if not matrix:
-        raise UsageError("nothing to run: none of the chosen frameworks offers the chosen modes")
-    store = ResultStore(args.out, command=shlex.join(["rosetta", *argv]))
-    print(f"rosetta: {len(matrix)} cells, results in {store.dir}/", flush=True)
-    records = run_matrix(matrix, store, progress=not args.quiet)
+
+def given_options(argv: list[str]) -> set[str]:
+    """The options a command line sets itself (not left at their defaults)."""
+    p = parser()
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                for a in sub._actions:
+                    a.default = argparse.SUPPRESS
+    return set(vars(p.parse_args(argv)))
+
+
+def cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
+    from harness.api import start
+    from harness.report import write_report
+    from harness.report.tables import latest_per_cell
+    from harness.results import table
+    from harness.runner import UsageError
+
+    selection = {name: getattr(args, dest) for name, dest in RUN_SELECTION.items()}
+    out = args.out
+    if args.resume:
+        if args.out and Path(args.out) != Path(args.resume):
+            raise UsageError(f"--out {args.out!r} and --resume {args.resume!r} name two "
+                             "folders: a resumed run writes into the folder it resumes")  # fmt: skip
+        given = given_options(argv)
+        selection = {k: v for k, v in selection.items() if RUN_SELECTION[k] in given}
+        out = args.resume
+    elif args.rerun != "none":
+        raise UsageError("--rerun goes with --resume RUN_DIR")
+    campaign = start(
+        out, args.jobs, args.executor, args.address, resume=bool(args.resume),
+        command=shlex.join(["rosetta", *argv]), **selection,
+    )  # fmt: skip
+    try:
+        where = f"{campaign.executor.slots} slot(s)" if args.executor == "local" else "ray"
+        print(f"rosetta: {len(campaign.matrix)} cells on {where}, results in "
+              f"{campaign.store.dir}/", flush=True)  # fmt: skip
+        records = campaign.run(progress=not args.quiet, rerun=args.rerun)
+    finally:
+        campaign.close()
+    store = campaign.store
     print()
-    print(table(records))
+    print(table(latest_per_cell(store.records)[0]))
     paths = write_report(store.dir)
     print(f"\nrecords: {store.records_path}\nsummary: {store.summary_path}")
     print(f"report:  {paths['html']}\n         {paths['md']}")
@@ -414,23 +505,35 @@ def cmd_check(args: argparse.Namespace) -> int:
         if mode not in MODES:
             raise UsageError(f"unknown mode {mode!r}; allowed: {', '.join(MODES)}")
     if args.steps < 1:
-        raise UsageError("--steps must be at least 1")
+        raise UsageError(f"--steps must be at least 1, not {args.steps}")
+    _check_jobs(args.jobs)
+    if args.resume and args.out and Path(args.out) != Path(args.resume):
+        raise UsageError(f"--out {args.out!r} and --resume {args.resume!r} name two folders")
+    if args.resume and not Path(args.resume).is_dir():
+        raise UsageError(f"--resume {args.resume!r}: no such folder")
     specs = select_specs(args.tasks, args.spec)
-    store = ResultStore(args.out)
+    for spec, source in specs:
+        _preflight(spec, source, args.data_dir)
+    store = ResultStore(args.resume or args.out, resume=bool(args.resume))
     print(
         f"rosetta check: {len(specs)} tasks x {', '.join(names)}; results in {store.dir}/",
         flush=True,
     )
-    records = run_check(
-        specs,
-        {n: BACKENDS[n] for n in names},
-        args.modes,
-        args.dtype,
-        args.steps,
-        store.dir,
-        data_dir=args.data_dir,
-        progress=not args.quiet,
-    )
+    try:
+        records = run_check(
+            specs,
+            {n: BACKENDS[n] for n in names},
+            args.modes,
+            args.dtype,
+            args.steps,
+            store.dir,
+            data_dir=args.data_dir,
+            progress=not args.quiet,
+            jobs=args.jobs,
+            resume=bool(args.resume),
+        )
+    finally:
+        store.close()
     print()
     print(check_table(records))
     bad = [r for r in records if r["status"] != "pass"]
@@ -439,18 +542,27 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def _check_jobs(jobs: int) -> None:
+    from harness.runner import UsageError
+
+    if jobs < 1:
+        raise UsageError(f"--jobs must be 1 or more, not {jobs}")
+
+
+def _preflight(spec, source: str, data_dir: str | None) -> None:
+    """A task's data files and model checked against each other before any process starts."""
+    from harness import data
+    from harness.spec import SpecError, check_model
+
+    try:
+        data.preflight(spec.data, data_dir)
+        check_model(spec, data.sample_shape(spec.data, data_dir))
+    except SpecError as err:
+        raise SpecError(f"{source}: {err}") from None
+
+
 def cmd_bench(args: argparse.Namespace, argv: list[str]) -> int:
-    from harness.bench import (
-        BENCHMARKS,
-        HALF,
-        half_ceiling,
-        held,
-        read_rows,
-        run_bench,
-        stability,
-        tables,
-        write_markdown,
-    )
+    from harness.bench import BENCHMARKS, read_rows
     from harness.lessons import show_value
     from harness.results import ResultStore
     from harness.runner import UsageError
@@ -466,6 +578,11 @@ def cmd_bench(args: argparse.Namespace, argv: list[str]) -> int:
             raise UsageError(f"unknown mode {mode!r}; allowed: {', '.join(MODES)}")
     if args.rounds < 1:
         raise UsageError(f"--rounds must be 1 or more, not {args.rounds}")
+    if args.jobs != 1:
+        raise UsageError(
+            f"--jobs {args.jobs}: the bench runs one process at a time (--jobs 1), since "
+            "its ratios need the whole machine for each process"
+        )
     earlier = read_rows(Path(args.against)) if args.against else None
     store = ResultStore(args.out)
     print(f"rosetta bench: {', '.join(args.benchmarks)}; results in {store.dir}/", flush=True)
@@ -480,11 +597,21 @@ def cmd_bench(args: argparse.Namespace, argv: list[str]) -> int:
         }
         print("  " + ", ".join(f"{k} {show_value(v)}" for k, v in shown.items()), flush=True)
 
-    rows = run_bench(
+    try:
+        rows = _bench_rows(args, store.dir, say)
+        return _show_bench(args, argv, rows, earlier, store.dir)
+    finally:
+        store.close()
+
+
+def _bench_rows(args: argparse.Namespace, out: Path, say) -> list[dict]:
+    from harness.bench import run_bench
+
+    return run_bench(
         args.benchmarks,
         args.frameworks,
         args.modes,
-        store.dir,
+        out,
         args.threads,
         say,
         args.rounds,
@@ -492,6 +619,11 @@ def cmd_bench(args: argparse.Namespace, argv: list[str]) -> int:
         max_rounds=args.max_rounds,
         tasks=args.tasks,
     )
+
+
+def _show_bench(args, argv, rows: list[dict], earlier, out: Path) -> int:
+    from harness.bench import HALF, half_ceiling, held, stability, tables, write_markdown
+
     for name, df in tables(rows).items():
         print(f"\n{name}\n{df.to_string(index=False)}")
         half = half_ceiling(rows, name)
@@ -502,8 +634,8 @@ def cmd_bench(args: argparse.Namespace, argv: list[str]) -> int:
     if stable is not None:
         print(f"\nstability against {args.against}: {held(stable)}\n"
               f"{stable.round(4).to_string(index=False)}")  # fmt: skip
-    path = write_markdown(rows, store.dir, shlex.join(["rosetta", *argv]), stable)
-    print(f"\nbench: {store.dir / 'bench.jsonl'}\n       {path}")
+    path = write_markdown(rows, out, shlex.join(["rosetta", *argv]), stable)
+    print(f"\nbench: {out / 'bench.jsonl'}\n       {path}")
     return 0
 
 
@@ -530,11 +662,12 @@ def cmd_lesson(args: argparse.Namespace) -> int:
     if args.list:
         print("lessons:", *list_lessons(), sep="\n")
         return 0
+    _check_jobs(args.jobs)
     if (args.name is None) == (not args.all):
         raise UsageError(f"name one lesson ({', '.join(LESSONS)}), or give --all or --list")
     failed = False
     for i, name in enumerate(list(LESSONS) if args.all else [args.name]):
-        results = run_lesson(name, args.frameworks)
+        results = run_lesson(name, args.frameworks, jobs=args.jobs)
         print(("\n" if i else "") + format_lesson(name, results), flush=True)
         if args.out:
             print(f"  (recorded in {save_results(name, results, args.out)})")
@@ -559,6 +692,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     from harness.data import DataError
     from harness.report.docs import DocsError
+    from harness.results import RunDirError
     from harness.runner import UsageError
     from harness.spec import SpecError
 
@@ -580,7 +714,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "bench":
             return cmd_bench(args, argv)
         return cmd_list() if args.command == "list" else cmd_run(args, argv)
-    except (SpecError, DataError, UsageError, DocsError) as err:
+    except (SpecError, DataError, UsageError, DocsError, RunDirError) as err:
         # user errors: one clear message, no traceback
         print(f"rosetta: error: {err}", file=sys.stderr)
         return 2

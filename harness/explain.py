@@ -13,16 +13,14 @@ harness.explain``, the worker below), as ``harness.lessons`` does, and
 from __future__ import annotations
 
 import importlib
-import json
-import sys
 import traceback
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from harness.cell import emit
 from harness.data.batching import random_batch
-from harness.spec import Layer, Residual, Shape, TaskSpec, parse_spec, task_param_count
+from harness.spec import Layer, Residual, Shape, TaskSpec, task_param_count
+from harness.worker import WorkerConfig, emit, read_config
 
 Result = dict[str, Any]  # {"status": "ok" | "failed" | "unavailable", "error", "version", "values"}
 
@@ -61,13 +59,18 @@ def op_table(title: str, names: Iterable[str], note: str = "") -> dict[str, Any]
 # --------------------------------------------------------------------------- worker
 
 
+class ExplainConfig(WorkerConfig):
+    module: str  # impls.<fw>.explain
+    spec: TaskSpec
+    input_shape: tuple[int, ...]
+
+
 def main() -> None:
     """Worker: import one framework's explain module, explain the spec, emit the result."""
-    cfg = json.loads(sys.stdin.read())
+    cfg = read_config(ExplainConfig)
     try:
-        module = importlib.import_module(cfg["module"])
-        spec = parse_spec(cfg["spec"])
-        values = module.explain(spec, tuple(cfg["input_shape"]))
+        module = importlib.import_module(cfg.module)
+        values = module.explain(cfg.spec, cfg.input_shape)
         record = {"status": "ok", "values": values}
     except Exception as err:  # one framework's failure is its column, shown beside the others
         tail = "".join(traceback.format_exception(err)[-4:])
@@ -109,11 +112,9 @@ def run_explain(
     return run_in_each_framework(
         "harness.explain",
         frameworks,
-        lambda info: {
-            "module": sibling_module(info, "explain"),
-            "spec": spec.model_dump(mode="json"),
-            "input_shape": list(shape),
-        },
+        lambda info: ExplainConfig(
+            module=sibling_module(info, "explain"), spec=spec, input_shape=shape
+        ),
         timeout_s,
     )
 

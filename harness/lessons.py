@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import sys
 import textwrap
 import traceback
 from collections.abc import Iterable, Sequence
@@ -19,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.cell import emit
+from harness.worker import WorkerConfig, emit, read_config
 
 Result = dict[str, Any]  # {"status": "ok" | "failed" | "unavailable", "error", "version", "values"}
 
@@ -145,12 +144,17 @@ def get_lesson(name: str) -> Lesson:
 # --------------------------------------------------------------------------- worker
 
 
+class LessonConfig(WorkerConfig):
+    module: str  # impls.<fw>.lessons
+    function: str
+
+
 def main() -> None:
     """Worker: import one framework's lessons module, call one function, emit its result."""
-    cfg = json.loads(sys.stdin.read())
+    cfg = read_config(LessonConfig)
     try:
-        module = importlib.import_module(cfg["module"])
-        record = {"status": "ok", "values": getattr(module, cfg["function"])()}
+        module = importlib.import_module(cfg.module)
+        record = {"status": "ok", "values": getattr(module, cfg.function)()}
     except Exception as err:  # the lesson's failure is its result, shown beside the others
         tail = "".join(traceback.format_exception(err)[-4:])
         record = {"status": "failed", "error": f"{type(err).__name__}: {err}\n{tail}".strip()}
@@ -161,7 +165,10 @@ def main() -> None:
 
 
 def run_lesson(
-    name: str, frameworks: Iterable[str] | None = None, timeout_s: float = DEFAULT_TIMEOUT_S
+    name: str,
+    frameworks: Iterable[str] | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    jobs: int | None = None,
 ) -> dict[str, Result]:
     """Run lesson ``name`` in each framework, each in a fresh interpreter.
 
@@ -169,6 +176,7 @@ def run_lesson(
         name: a key of ``LESSONS``.
         frameworks: names from ``BACKENDS``; None: all of them, installed or not.
         timeout_s: seconds each framework's process may take.
+        jobs: how many frameworks' processes run at once (None: one per core).
 
     Returns:
         Framework name -> result: ``status`` ("ok", "failed" or "unavailable"),
@@ -178,14 +186,16 @@ def run_lesson(
     Raises:
         UsageError: an unknown lesson or framework.
     """
+    from harness.executors.local import usable_cores
     from harness.runner import run_in_each_framework, sibling_module
 
     lesson = get_lesson(name)
     return run_in_each_framework(
         "harness.lessons",
         frameworks,
-        lambda info: {"module": sibling_module(info, "lessons"), "function": lesson.function},
+        lambda info: LessonConfig(module=sibling_module(info, "lessons"), function=lesson.function),
         timeout_s,
+        jobs=len(usable_cores()) if jobs is None else jobs,
     )
 
 

@@ -18,23 +18,23 @@ writes it) and prints the result as the last event line, as ``harness.cell`` doe
 from __future__ import annotations
 
 import importlib
-import json
 import math
 import statistics
-import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
+from pydantic import Field
 
 from harness import data
 from harness.backend import Backend, Options, load_backend
-from harness.cell import emit, peak_rss_mb, timed_step
+from harness.cell import peak_rss_mb, timed_step
 from harness.init import canonical_weights
 from harness.recipes import Recipe, recipe_for
-from harness.spec import parse_spec
+from harness.spec import TaskSpec
+from harness.worker import WorkerConfig, emit, read_config
 
 Steps = Callable[[int], tuple[list[float], float]]  # k more steps: their seconds, last loss
 # after the first (compiling) step, untimed, for each loop: more than a run's warm-up
@@ -85,7 +85,7 @@ def read_reading(buffer: np.ndarray) -> float:
     return buffer.nbytes / statistics.median(times)
 
 
-def run(cfg: dict[str, Any]) -> dict[str, Any]:
+def run(cfg: PairedConfig) -> dict[str, Any]:
     """Build both loops, compile and warm each, then time them in turns.
 
     The result: ``harness_block_s`` (each turn's median step), ``minimal_block_s``
@@ -96,20 +96,20 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
 
     The memory reading's buffer is allocated first and held to the end, so that the
     process's peak memory is the loops' peak plus its size exactly (``read_mb``)."""
-    sizes = cfg.get("matmul_sizes") or []
+    sizes = list(cfg.matmul_sizes)
     buffer = np.ones(READ_BYTES // 4, np.float32) if sizes else None
-    spec = parse_spec(cfg["spec"], cfg.get("source", "<bench>"))
+    spec = cfg.spec
     dtype = "float32"
-    backend = load_backend(cfg["target"])
-    backend.configure(Options(cfg["mode"], cfg.get("device", "cpu"), cfg.get("threads", 0), dtype))
+    backend = load_backend(cfg.target)
+    backend.configure(Options(cfg.mode, cfg.device, cfg.threads, dtype))
     ds = data.load(spec.data)
     shape = ds.sample_shape
     state = backend.build(spec, shape, canonical_weights(spec, shape, dtype))
     loops: dict[str, Steps] = {
         "harness": harness_steps(backend, state, recipe_for(spec, ds, dtype))
     }
-    if cfg.get("minimal"):
-        loops["minimal"] = importlib.import_module(cfg["minimal_module"]).loop(cfg["minimal"])
+    if cfg.minimal:
+        loops["minimal"] = importlib.import_module(cfg.minimal_module).loop(cfg.minimal)
     out: dict[str, Any] = {}
     for name, steps in loops.items():
         out[f"{name}_first_step_s"] = steps(1)[0][0]
@@ -126,9 +126,9 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
 
     read()
     names = list(loops)
-    for b in range(cfg["blocks"]):
+    for b in range(cfg.blocks):
         for name in names if b % 2 == 0 else names[::-1]:
-            times, out[f"{name}_last_loss"] = loops[name](cfg["block"])
+            times, out[f"{name}_last_loss"] = loops[name](cfg.block)
             blocks[name].append(statistics.median(times))
         read()
     out.update({f"{name}_block_s": medians for name, medians in blocks.items()})
@@ -140,8 +140,25 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class PairedConfig(WorkerConfig):
+    """One bench process (``bench.paired`` writes it)."""
+
+    spec: TaskSpec
+    source: str = "<bench>"
+    framework: str
+    target: str
+    mode: str
+    device: str = "cpu"
+    threads: int = 0
+    blocks: int = Field(ge=1)
+    block: int = Field(ge=1)
+    matmul_sizes: tuple[int, ...] = ()
+    minimal: dict[str, Any] | None = None  # the minimal loop's own config (impls/<fw>/minimal.py)
+    minimal_module: str = ""
+
+
 def main() -> None:
-    cfg = json.loads(sys.stdin.read())
+    cfg = read_config(PairedConfig)
     try:
         result = run(cfg)
     except Exception as err:  # the bench keeps the reason, and the other measurements

@@ -923,6 +923,11 @@ def load_spec(path: str | Path) -> TaskSpec:
         raise SpecError(f"task file {str(path)!r} does not exist")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise SpecError(
+            f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); a task file is TOML, "
+            "saved as UTF-8"
+        ) from None
     except tomllib.TOMLDecodeError as err:
         raise SpecError(f"{path}: not valid TOML: {err}") from None
     return parse_spec(data, str(path))

@@ -15,7 +15,7 @@ from typing import Any
 from harness.report import plots, tables
 from harness.report.environment import environment, reproduce, tasks_table
 from harness.report.render import Content, Image, to_html, to_markdown
-from harness.results import load_records, load_run_info
+from harness.results import load_records, load_run_info, write_atomic
 
 __all__ = ["build", "write_report"]
 
@@ -43,16 +43,16 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
     figures.mkdir(exist_ok=True)
     for image in [*content.curves, content.step_time, content.first_step]:
         if image.png is not None:
-            (figures / image.name).write_bytes(image.png)
+            write_atomic(figures / image.name, image.png)
     paths = {
         "html": run_dir / "report.html",
         "md": run_dir / "report.md",
         "csv": run_dir / "report.csv",
         "figures": figures,
     }
-    paths["html"].write_text(to_html(content))
-    paths["md"].write_text(to_markdown(content))
-    df.to_csv(paths["csv"], index=False)
+    write_atomic(paths["html"], to_html(content))
+    write_atomic(paths["md"], to_markdown(content))
+    write_atomic(paths["csv"], df.to_csv(index=False))
     return paths
 
 
@@ -85,7 +85,11 @@ def build(run_dir: Path) -> tuple[Content, Any]:
         title=f"Rosetta run {run_id}".strip(),
         intro=f"{len(records)} cells: " + ", ".join(f"{n} {s}" for s, n in counts.most_common()),
         table=tables.display_table(df),
-        table_notes=_table_notes(equivalence, repeated=bool((df["repeats"] > 1).any())),
+        table_notes=_table_notes(
+            equivalence,
+            repeated=bool((df["repeats"] > 1).any()),
+            shared=any(tables.shared_slots(df)),
+        ),
         not_finished=tables.not_finished(records),
         agreement=tables.display_agreement(agreement),
         agreement_note=AGREEMENT_NOTE,
@@ -140,7 +144,9 @@ def final_tolerances(records: list[Record]) -> dict[str, tuple[float | None, str
     return out
 
 
-def _table_notes(equivalence: list[Record] | None, repeated: bool = False) -> list[str]:
+def _table_notes(
+    equivalence: list[Record] | None, repeated: bool = False, shared: bool = False
+) -> list[str]:
     notes = [
         "test metric: the headline metric on the test split after the last epoch.",
         "to target: training seconds (evaluation excluded) and epochs until the test metric "
@@ -154,6 +160,12 @@ def _table_notes(equivalence: list[Record] | None, repeated: bool = False) -> li
         "paid for its costlier first (compiling) step, compared with eager; never: its steps "
         "are not faster.",
     ]
+    if shared:
+        notes.append(
+            "†: timed while other cells ran beside it on the same machine (--jobs above 1, "
+            "or several slots of a Ray node): they shared its memory bandwidth and caches, "
+            "so its step time is not the machine's alone."
+        )
     if repeated:
         notes.append(
             "repeat spread: the range (slowest - fastest) of the median step times of a "

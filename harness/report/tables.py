@@ -215,8 +215,10 @@ def display_table(df: pd.DataFrame) -> pd.DataFrame:
             ],
             "first step s": df["first_step_s"].map(num),
             "step ms median (IQR)": [
-                "-" if pd.isna(m) else f"{num(m)} ({num(q)})"
-                for m, q in zip(df["step_median_ms"], df["step_iqr_ms"], strict=True)
+                "-" if pd.isna(m) else f"{num(m)} ({num(q)})" + (" †" if b else "")
+                for m, q, b in zip(
+                    df["step_median_ms"], df["step_iqr_ms"], shared_slots(df), strict=True
+                )
             ],
             "graph speed-up": df["speedup_vs_eager"].map(
                 lambda v: "-" if pd.isna(v) else f"{v:.2f}x"
@@ -244,6 +246,13 @@ def display_table(df: pd.DataFrame) -> pd.DataFrame:
     if not show["note"].any():
         show = show.drop(columns="note")
     return show
+
+
+def shared_slots(df: pd.DataFrame) -> list[bool]:
+    """Whether each row's steps were timed while other cells ran beside it (``--jobs``)."""
+    if "beside" not in df:
+        return [False] * len(df)
+    return [bool(b) and pd.notna(b) for b in df["beside"]]
 
 
 def _steps(value: Any) -> str:

@@ -23,8 +23,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from harness.cell import emit
 from harness.timing import step_summary
+from harness.worker import emit
 
 
 class MLP(nnx.Module):

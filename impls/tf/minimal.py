@@ -23,8 +23,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from keras import layers  # noqa: E402
 
-from harness.cell import emit  # noqa: E402
 from harness.timing import step_summary  # noqa: E402
+from harness.worker import emit  # noqa: E402
 
 
 def build(name: str) -> keras.Model:

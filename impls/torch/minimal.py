@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.cell import emit
 from harness.timing import step_summary
+from harness.worker import emit
 
 
 class MLP(nn.Module):

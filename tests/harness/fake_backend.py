@@ -1,7 +1,10 @@
 """A tiny numpy backend (dense layers and activations, SGD with momentum) that lets
 the harness tests drive the real runner with no framework installed.
 
-``ROSETTA_FAKE_FAULT`` injects a failure: raise, crash, hang, nan, params.
+``ROSETTA_FAKE_FAULT`` injects a failure: raise, crash, hang, nan, params, or slow (6 s
+more in build, a cell that is surely still running a moment after it started), in every
+cell; or a comma-separated list of ``fault@task`` items, each in the cells of that task
+only (e.g. ``hang@xor,crash@xor_single_layer``).
 """
 
 from __future__ import annotations
@@ -31,17 +34,26 @@ def _bce(logits, label: float) -> float:
     return float(np.mean(np.maximum(z, 0) - z * label + np.log1p(np.exp(-np.abs(z)))))
 
 
-def _fault() -> str:
-    return os.environ.get("ROSETTA_FAKE_FAULT", "")
+def _faults() -> list[tuple[str, str | None]]:
+    """(fault, task or None for every task) for each item of ROSETTA_FAKE_FAULT."""
+    items = [i.strip() for i in os.environ.get("ROSETTA_FAKE_FAULT", "").split(",")]
+    return [(f, t or None) for f, _, t in (i.partition("@") for i in items if i)]
 
 
 class NumpyBackend:
     name: ClassVar[str] = "fake"
     modes: ClassVar[tuple[str, ...]] = ("eager", "graph")
+    task: str | None = None  # known from build() on: faults for a task apply from there
+
+    def _fault(self) -> str:
+        for fault, task in _faults():
+            if task is None or task == self.task:
+                return fault
+        return ""
 
     def configure(self, options: Options) -> None:
         self.options = options
-        if _fault() == "crash":
+        if self._fault() == "crash":
             os.abort()
 
     def versions(self) -> dict[str, str]:
@@ -51,6 +63,11 @@ class NumpyBackend:
         return "cpu (numpy)"
 
     def build(self, spec: TaskSpec, input_shape, weights: Weights | None) -> dict[str, Any]:
+        self.task = spec.name
+        if self._fault() == "crash":  # crash@task: the task was not known in configure()
+            os.abort()
+        if self._fault() == "slow":
+            time.sleep(6)
         nets = {}
         for role, model, shape in networks(spec, tuple(input_shape)):
             nets[role] = []
@@ -162,11 +179,11 @@ class NumpyBackend:
             state["steps"] += 1
             return state, (d_loss, g_loss)
         loss, grads = self._loss_grad(state, batch)
-        if _fault() == "hang":
+        if self._fault() == "hang":
             time.sleep(3600)
-        if _fault() == "nan" and state["steps"] == 2:
+        if self._fault() == "nan" and state["steps"] == 2:
             loss = float("nan")
-        if _fault() == "raise":
+        if self._fault() == "raise":
             raise ValueError("injected failure")
         self._sgd(state, grads)
         state["steps"] += 1
@@ -186,7 +203,7 @@ class NumpyBackend:
 
     def param_count(self, state) -> int:
         n = sum(v.size for v in state["params"].values())
-        return n + 1 if _fault() == "params" else n
+        return n + 1 if self._fault() == "params" else n
 
     def sync(self, state) -> None:
         pass

@@ -424,12 +424,12 @@ def test_worker_takes_turns_and_times_the_matmul_around_each(tmp_path):
     from tests.harness import fake_minimal
 
     fake_minimal.CALLS.clear()
-    cfg = {
-        "spec": bench.bench_spec("mlp", 32).model_dump(mode="json"), "framework": "fake",
-        "target": "tests.harness.fake_backend:NumpyBackend", "mode": "eager", "blocks": 3,
-        "block": 4, "matmul_sizes": [32, 64], "minimal": {"batch": 16},
-        "minimal_module": "tests.harness.fake_minimal",
-    }  # fmt: skip
+    cfg = paired.PairedConfig(
+        spec=bench.bench_spec("mlp", 32), framework="fake",
+        target="tests.harness.fake_backend:NumpyBackend", mode="eager", blocks=3,
+        block=4, matmul_sizes=(32, 64), minimal={"batch": 16},
+        minimal_module="tests.harness.fake_minimal",
+    )  # fmt: skip
     result = paired.run(cfg)
     assert fake_minimal.CALLS == [1, paired.BENCH_WARMUP_STEPS, 4, 4, 4]
     for key in ("harness_block_s", "minimal_block_s"):

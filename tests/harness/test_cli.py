@@ -149,3 +149,47 @@ def test_reference_empties_the_folder_then_runs_every_step_in_order(tmp_path, mo
 def test_docs_without_a_reference_run_says_how_to_make_one(tmp_path, capsys):
     assert main(["docs", "--check", "--reference", str(tmp_path)]) == 2
     assert "rosetta reference" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- bad input, before any cell
+
+
+def one_error(argv, capsys) -> str:
+    err = error_of(argv, capsys)
+    assert err.count("\n") == 1, err  # one line
+    return err
+
+
+def test_a_task_file_that_is_not_utf8(tmp_path, capsys):
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(SPEC.format(layer="dense").replace('"mine"', '"caf\xe9"').encode("latin-1"))
+    err = one_error(["run", "--spec", str(path)], capsys)
+    assert "latin1.toml: not UTF-8 text" in err
+
+
+def test_an_out_folder_that_cannot_be_created(tmp_path, capsys):
+    (tmp_path / "afile").write_text("")
+    err = one_error(["run", "--tasks", "xor", "--out", str(tmp_path / "afile" / "run")], capsys)
+    assert "--out" in err and "cannot create the folder" in err
+
+
+@pytest.mark.parametrize(
+    "argv,words",
+    [
+        (["run", "--tasks", "xor", "--timeout", "-1"], "--timeout takes seconds above 0, not -1"),
+        (["run", "--tasks", "xor", "--timeout", "0"], "--timeout takes seconds above 0"),
+        (["run", "--tasks", "xor", "--epochs", "0"], "--epochs takes a whole number of 1 or more"),
+        (["run", "--tasks", "xor", "--jobs", "0"], "--jobs must be 1 or more, not 0"),
+        (["run", "--tasks", "xor", "--jobs", "999"], "--jobs 999 needs 999 cores"),
+        (["run", "--tasks", "xor", "--rerun", "failed"], "--rerun goes with --resume"),
+        (["run", "--tasks", "xor", "--address", "1.2.3.4:1"], "--address goes with --executor ray"),
+        (["run", "--resume", "/nonexistent/run"], "no run.json with the run's options"),
+        (["bench", "--jobs", "2"], "the bench runs one process at a time (--jobs 1)"),
+        (["check", "--jobs", "0"], "--jobs must be 1 or more"),
+        (["lesson", "autograd", "--jobs", "0"], "--jobs must be 1 or more"),
+    ],
+)
+def test_options_that_cannot_work(argv, words, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a run that started anyway would leave results/ here
+    assert words in one_error(argv, capsys)
+    assert not (tmp_path / "results").exists()
