@@ -18,7 +18,7 @@ Conventions every backend follows:
     A model may end with ``[steps, classes]`` (one prediction per time step, labels
     ``[steps]``); the loss is then the mean over samples and steps.
 
-Sequences (see docs/sequences.md for the equations):
+Sequences (the cells' equations are in docs/08-rnn.md and docs/09-lstm.md):
   * Token inputs are int32 ``[N, steps]``; id 0 is padding. An ``embedding`` layer
     turns ids into ``[steps, dim]`` vectors and (unless its ``padding`` is false:
     unpadded windows of a language model) starts a *mask* (id != 0) that

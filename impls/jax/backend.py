@@ -1,6 +1,6 @@
 """The JAX backend: thin glue over layers.py and train.py.
 
-Pure, as DESIGN.md asks: the state is a frozen record of pytrees
+Pure: the state is a frozen record of pytrees
 (parameters, optimizer state, dropout key) plus the step functions built for
 them, and ``train_step`` returns a new record instead of changing the old one.
 In graph mode the step donates the old record's buffers to XLA, which updates

@@ -469,7 +469,7 @@ def gan_batch(n=16, seed=0, dtype="float64"):
 def test_gan_steps_match_the_numpy_backend():
     """Two gan steps in float64: each network's own SGD, the generator's step
     against the updated discriminator; both losses, the gradients at the start,
-    activations of both networks and the samples, as tests/harness/fake_backend."""
+    activations of both networks and the samples, as tests/harness/fake_backend.py."""
     spec, shape = gan_spec(), (2,)
     w = canonical_weights(spec, shape, "float64")
     be, ref = backend(), NumpyBackend()
