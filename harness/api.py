@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness import validate
 from harness.backend import BACKENDS
 from harness.executors import make_executor
 from harness.results import ResultStore, load_run_info, summary
-from harness.runner import DEFAULT_TIMEOUT_S, Cell, UsageError, plan, run_matrix, still_to_run
+from harness.runner import DEFAULT_TIMEOUT_S, Cell, plan, run_matrix, still_to_run
 from harness.spec import ALL_TASKS, DEFAULT_TASKS, TaskSpec, builtin_tasks, load_spec, resolve_task
+from harness.validate import UsageError
 
 DEFAULT_MODES = ("eager", "graph")
 
@@ -23,8 +25,8 @@ def select_specs(
 ) -> list[tuple[TaskSpec, str]]:
     """Task specs by built-in name or file: ``DEFAULT_TASKS`` when nothing is named,
     every built-in task for the name ``"all"``."""
-    if epochs is not None and (not isinstance(epochs, int) or epochs < 1):
-        raise UsageError(f"--epochs takes a whole number of 1 or more, not {epochs}")
+    if epochs is not None:
+        validate.at_least("--epochs", epochs)
     builtin = builtin_tasks()
     names = list(tasks or [])
     if not names and not spec_files:

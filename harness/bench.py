@@ -49,13 +49,14 @@ from typing import Any
 
 import pandas as pd
 
-from harness import data
+from harness import data, validate
 from harness.backend import BACKENDS, missing_packages
 from harness.data.batching import steps_per_epoch
 from harness.flops import train_step_flops
 from harness.paired import PairedConfig
-from harness.runner import UsageError, thread_env
+from harness.runner import thread_env
 from harness.spec import TASKS_DIR, TaskSpec, load_spec, resolve_task
+from harness.validate import UsageError
 from harness.worker import run_worker
 
 BENCH_TASKS = TASKS_DIR / "bench"
@@ -379,6 +380,20 @@ JOBS = {"overhead": overhead, "roofline": roofline, "scaling": scaling}
 ROWS = {"overhead": overhead_row, "roofline": roofline_row, "scaling": scaling_row}
 
 
+def validate_bench(benchmarks, frameworks, modes, rounds: int, tasks, jobs: int = 1) -> None:
+    """A bench's options checked before anything runs (UsageError naming the bad one)."""
+    validate.one_of("benchmark", benchmarks, BENCHMARKS)
+    validate.frameworks(frameworks)
+    validate.modes(modes)
+    validate.at_least("--rounds", rounds)
+    validate.one_of("bench task", tasks, TASKS)
+    if jobs != 1:
+        raise UsageError(
+            f"--jobs {jobs}: the bench runs one process at a time (--jobs 1), since "
+            "its ratios need the whole machine for each process"
+        )
+
+
 def run_bench(
     benchmarks: Iterable[str],
     frameworks: Iterable[str],
@@ -406,12 +421,8 @@ def run_bench(
     done; an interrupted bench keeps the rows of what its rounds measured so far."""
     from tqdm.auto import tqdm
 
-    if rounds < 1:
-        raise UsageError(f"--rounds must be 1 or more, not {rounds}")
     tasks = list(tasks)
-    unknown = [t for t in tasks if t not in TASKS]
-    if unknown:
-        raise UsageError(f"unknown task {unknown[0]!r} for the bench; allowed: {', '.join(TASKS)}")
+    validate_bench(benchmarks, frameworks, modes, rounds, tasks)
     max_rounds = max(rounds, max_rounds)
     out.mkdir(parents=True, exist_ok=True)
     installed = [f for f in frameworks if not missing_packages(BACKENDS[f])]

@@ -1,80 +1,30 @@
 """Proof of equivalence: the frameworks compute the same function.
 
-Each framework runs in its own process (``python -m harness.check``), from
-the shared start, on the same batches, and saves what it computed: every
-layer's activation, the loss, every parameter's gradient, and the parameters
-after each of N optimizer steps. The harness then compares every pair of
-frameworks in numpy, at every layer and every step, against named
-tolerances, and says where they first part.
+Each framework, mode and dtype is traced in its own process (``python -m
+harness.trace``), from the shared start, on the same batches. The harness then
+compares every pair of frameworks in numpy, at every layer and every step, against
+named tolerances, and says where they first part.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-import traceback
-from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import Field
 
-from harness import data
-from harness.backend import Backend, Batch, Options, load_backend
-from harness.init import canonical_weights
-from harness.recipes import recipe_for
-from harness.spec import FLOAT64_RTOL, Dropout, TaskSpec, map_layers, task_layers
-from harness.worker import WorkerConfig, emit, read_config
-
-Trace = dict[str, np.ndarray]  # "forward/<layer>", "loss", "grad/<param>", "step<i>/<param>"
-
-
-def without_dropout(spec: TaskSpec) -> TaskSpec:
-    """Dropout masks cannot match across frameworks: the check switches them off
-    (in every network of the task)."""
-
-    def off(layer):
-        return layer.model_copy(update={"rate": 0.0}) if isinstance(layer, Dropout) else layer
-
-    update = {"model": spec.model.model_copy(update={"layers": map_layers(spec.model.layers, off)})}
-    if spec.discriminator is not None:
-        d = spec.discriminator
-        update["discriminator"] = d.model_copy(update={"layers": map_layers(d.layers, off)})
-    return spec.model_copy(update=update)
-
-
-def check_batches(spec: TaskSpec, ds: data.Dataset, dtype: str) -> Iterator[Batch]:
-    """The training batches in the runner's order, epoch after epoch."""
-    recipe = recipe_for(spec, ds, dtype)
-    for epoch in itertools.count():
-        yield from recipe.batches(epoch)
-
-
-def trace(backend: Backend, spec: TaskSpec, dtype: str, steps: int, data_dir=None) -> Trace:
-    """Everything one framework computes for the check, in canonical names."""
-    spec = without_dropout(spec)
-    ds = data.load(spec.data, data_dir)
-    shape = ds.sample_shape
-    state = backend.build(spec, shape, canonical_weights(spec, shape, dtype))
-    stream = check_batches(spec, ds, dtype)
-    first = next(stream)
-    inputs = first.x if first.z is None else first.z  # a gan's forward starts from noise
-    out: Trace = {f"forward/{k}": v for k, v in backend.activations(state, inputs).items()}
-    out["output"] = backend.predict(state, inputs)
-    loss, grads = backend.loss_and_grads(state, first)
-    out["loss"] = np.asarray(loss)
-    out.update({f"grad/{k}": v for k, v in grads.items()})
-    batch = first
-    for step in range(1, steps + 1):
-        state, step_loss = backend.train_step(state, batch)
-        # a gan's step returns (discriminator loss, generator loss)
-        losses = step_loss if isinstance(step_loss, tuple | list) else (step_loss,)
-        out[f"step{step}/loss"] = np.asarray([float(v) for v in losses])
-        out.update({f"step{step}/{k}": v for k, v in backend.get_weights(state).items()})
-        batch = next(stream)
-    return out
-
+from harness import data, validate
+from harness.backend import BACKENDS, BackendInfo, install_hint, missing_packages
+from harness.executors import Job
+from harness.executors.local import LocalExecutor
+from harness.progress import Progress
+from harness.results import load_json, write_atomic
+from harness.runner import framework_versions, preflight, thread_env
+from harness.spec import FLOAT64_RTOL, TaskSpec, task_layers
+from harness.trace import Trace, TraceConfig, trace_name
 
 # --------------------------------------------------------------------------- comparing
 
@@ -162,53 +112,6 @@ def tolerance(spec: TaskSpec, dtype: str) -> tuple[float, float, str]:
     return t.float32, t.float32_steps, f"{t.why}; steps: {t.steps_why}"
 
 
-# --------------------------------------------------------------------------- worker
-
-
-class CheckConfig(WorkerConfig):
-    """One check process: one framework, mode and dtype, several tasks."""
-
-    framework: str
-    target: str
-    mode: str
-    dtype: Literal["float32", "float64"]
-    steps: int = Field(ge=1)
-    specs: tuple[TaskSpec, ...]
-    out_dir: str
-    data_dir: str | None = None
-    device: str = "cpu"
-    threads: int = 0
-
-
-def trace_name(task: str, framework: str, mode: str, dtype: str) -> str:
-    return f"{task}-{framework}-{mode}-{dtype}.npz"
-
-
-def main() -> None:
-    """Worker: one framework, one mode, one dtype, several tasks; saves one .npz each."""
-    cfg = read_config(CheckConfig)
-    out_dir = Path(cfg.out_dir)
-    files, errors = {}, {}
-    backend = load_backend(cfg.target)
-    backend.configure(Options(cfg.mode, cfg.device, cfg.threads, cfg.dtype))
-    for spec in cfg.specs:
-        try:
-            t = trace(backend, spec, cfg.dtype, cfg.steps, cfg.data_dir)
-            path = out_dir / trace_name(spec.name, cfg.framework, cfg.mode, cfg.dtype)
-            np.savez(path, **t)
-            files[spec.name] = str(path)
-        except Exception as err:  # one task's failure is that task's status
-            errors[spec.name] = f"{type(err).__name__}: {err}\n" + "".join(
-                traceback.format_exception(err)[-4:]
-            )
-        emit("task", task=spec.name, ok=spec.name in files)
-    emit("record", record={"files": files, "errors": errors})
-
-
-if __name__ == "__main__":
-    main()
-
-
 # --------------------------------------------------------------------------- orchestration
 
 
@@ -222,14 +125,204 @@ def _pairs(
     return pairs
 
 
+def plan_check(
+    specs: list[tuple[TaskSpec, str]],
+    frameworks: list[str] | None,
+    modes: list[str],
+    dtypes: list[str],
+    steps: int,
+    jobs: int,
+    data_dir: str | None = None,
+) -> dict[str, BackendInfo]:
+    """A check's options and tasks validated before any process starts; returns the
+    backends to trace: those named (each installed), or every installed one."""
+    if frameworks:
+        names = validate.frameworks(frameworks, installed=True)
+    else:
+        names = [name for name, info in BACKENDS.items() if not missing_packages(info)]
+    validate.modes(modes)
+    if len(names) < 2 and len(modes) < 2:
+        raise validate.UsageError("nothing to compare: name two frameworks, or two modes of one")
+    validate.one_of("dtype", dtypes, validate.DTYPES)
+    validate.at_least("--steps", steps)
+    validate.at_least("--jobs", jobs)
+    for spec, source in specs:
+        preflight(spec, source, data_dir)
+    return {name: BACKENDS[name] for name in names}
+
+
 TRACE_INDEX = "index.json"  # trace file -> what made it, for --resume
+Group = tuple[str, str, str]  # framework, mode, dtype: one trace process
 
 
-def _trace_id(spec: TaskSpec, steps: int, data_dir: str | None, info) -> dict[str, Any]:
-    from harness.runner import framework_versions
+@dataclass
+class _Traces:
+    """Where each group's traces are, and why the missing ones are missing."""
 
-    return {"spec_hash": spec.spec_hash(), "steps": steps, "data_dir": data_dir,
-            "versions": framework_versions(info)}  # fmt: skip
+    dir: Path
+    index: dict[str, Any]  # trace file -> _trace_id of what made it
+    found: dict[Group, dict[str, str]] = field(default_factory=dict)  # task -> file
+    problems: dict[Group, dict[str, str]] = field(default_factory=dict)  # task -> why
+
+    def file(self, group: Group, task: str) -> str | None:
+        return self.found.get(group, {}).get(task)
+
+    def why_not(self, group: Group, task: str) -> str:
+        return self.problems.get(group, {}).get(task, "not traced")
+
+
+@dataclass(frozen=True)
+class _Check:
+    """What one check was asked: tasks, backends, modes, dtypes, steps, data."""
+
+    specs: list[tuple[TaskSpec, str]]
+    backends: dict[str, BackendInfo]
+    modes: list[str]
+    dtypes: list[str]
+    steps: int
+    data_dir: str | None = None
+    timeout_s: float = 1800.0
+    extra_paths: tuple[str, ...] = ()
+
+    def groups(self) -> list[Group]:
+        return [
+            (fw, m, d)
+            for fw, info in self.backends.items()
+            for m in self.modes
+            if m in info.modes
+            for d in self.dtypes
+        ]
+
+    def made_by(self, spec: TaskSpec, group: Group) -> dict[str, Any]:
+        """What a trace of ``spec`` in ``group`` is made from (a resume keeps it if equal)."""
+        versions = framework_versions(self.backends[group[0]])
+        return {
+            "spec_hash": spec.spec_hash(),
+            "steps": self.steps,
+            "data_dir": self.data_dir,
+            "versions": versions,
+        }
+
+    def job(self, group: Group, todo: list[TaskSpec], trace_dir: Path, threads: int) -> Job:
+        fw, mode, dtype = group
+        cfg = TraceConfig(
+            framework=fw,
+            target=self.backends[fw].target,
+            mode=mode,
+            dtype=dtype,
+            steps=self.steps,
+            specs=tuple(todo),
+            out_dir=str(trace_dir),
+            data_dir=self.data_dir,
+            threads=threads,
+            extra_paths=self.extra_paths,
+        )
+        return Job(
+            f"check {fw}/{mode}/{dtype}",
+            "harness.trace",
+            cfg.model_dump_json(),
+            thread_env(threads),
+            self.timeout_s,
+        )
+
+
+def _to_trace(check: _Check, traces: _Traces, group: Group) -> list[TaskSpec]:
+    """The tasks of ``group`` with no trace of the same spec, steps and versions yet."""
+    kept, todo = {}, []
+    for spec, _ in check.specs:
+        path = traces.dir / trace_name(spec.name, *group)
+        if path.is_file() and traces.index.get(path.name) == check.made_by(spec, group):
+            kept[spec.name] = str(path)
+        else:
+            todo.append(spec)
+    traces.found[group] = kept
+    return todo
+
+
+def _take(check: _Check, traces: _Traces, group: Group, todo, result) -> dict:
+    """One trace process's result into ``traces``; returns its status for progress."""
+    if result.record is None:
+        traces.problems[group] = {s.name: result.detail for s in todo}
+        return {"status": "failed", "error": result.detail}
+    made, errors = result.record["files"], result.record["errors"]
+    traces.found[group].update(made)
+    traces.problems[group] = errors
+    for spec in todo:
+        if spec.name in made:
+            traces.index[Path(made[spec.name]).name] = check.made_by(spec, group)
+    write_atomic(traces.dir / TRACE_INDEX, json.dumps(traces.index, indent=1))
+    failed = ", ".join(errors)
+    return {
+        "status": "failed" if failed else "ok",
+        "error": f"failed: {failed}" if failed else None,
+    }
+
+
+def trace_all(
+    check: _Check, out_dir: Path, jobs: int = 1, resume: bool = False, progress: bool = True
+) -> _Traces:
+    """Trace every framework x mode x dtype: one process each, all tasks in it, up to
+    ``jobs`` at once, each on its own cores; with ``resume``, the traces an earlier
+    check of the same tasks left in ``out_dir`` are kept."""
+    trace_dir = out_dir / "traces"
+    trace_dir.mkdir(parents=True, exist_ok=True)
+    traces = _Traces(trace_dir, (load_json(trace_dir / TRACE_INDEX) or {}) if resume else {})
+    groups = check.groups()
+    executor = LocalExecutor(max(1, min(jobs, len(groups))))
+    futures = {}
+    for group in groups:
+        info = check.backends[group[0]]
+        if missing_packages(info):
+            traces.problems[group] = {s.name: install_hint(info) for s, _ in check.specs}
+        elif todo := _to_trace(check, traces, group):
+            job = check.job(group, todo, trace_dir, executor.threads)
+            futures[group] = (job, todo, executor.submit(job))
+    bar = Progress(len(futures), enabled=progress)
+    try:
+        for group, (job, todo, future) in futures.items():
+            result = future.result()
+            write_atomic(out_dir / "logs" / f"check-{'-'.join(group)}.log", result.log)
+            bar.finished(job.label, _take(check, traces, group, todo, result))
+    finally:
+        bar.close()
+        executor.close()
+    return traces
+
+
+def compare_all(check: _Check, traces: _Traces) -> list[dict[str, Any]]:
+    """One record per task x dtype x pair of what was traced."""
+    records = []
+    for spec, _ in check.specs:
+        shape = data.sample_shape(spec.data, check.data_dir)
+        for dtype in check.dtypes:
+            rtol, steps_rtol, why = tolerance(spec, dtype)
+            for (fa, ma), (fb, mb) in _pairs(list(check.backends), check.modes):
+                if ma not in check.backends[fa].modes or mb not in check.backends[fb].modes:
+                    continue
+                rec = {
+                    "task": spec.name,
+                    "dtype": dtype,
+                    "a": f"{fa}/{ma}",
+                    "b": f"{fb}/{mb}",
+                    "steps_asked": check.steps,
+                    "rtol": rtol,
+                    "steps_rtol": steps_rtol,
+                    "tolerance_why": why,
+                }
+                groups = [(fa, ma, dtype), (fb, mb, dtype)]
+                files = [traces.file(g, spec.name) for g in groups]
+                if None in files:
+                    why_not = [
+                        traces.why_not(g, spec.name)
+                        for g, f in zip(groups, files, strict=True)
+                        if f is None
+                    ]
+                    records.append({**rec, "status": "error", "error": "; ".join(why_not)})
+                    continue
+                with np.load(files[0]) as a, np.load(files[1]) as b:
+                    result = compare(spec, shape, dict(a), dict(b), rtol, steps_rtol)
+                records.append({**rec, **result})
+    return records
 
 
 def run_check(
@@ -246,110 +339,13 @@ def run_check(
     jobs: int = 1,
     resume: bool = False,
 ) -> list[dict[str, Any]]:
-    """Trace every framework x mode x dtype (one process each, all tasks in it, up to
-    ``jobs`` processes at once, each on its own cores), then compare every pair; returns
-    one record per task x dtype x pair, also written to ``out_dir/equivalence.jsonl``.
-    ``resume`` keeps the traces an earlier check of the same tasks left in ``out_dir``."""
-    from harness.backend import install_hint, missing_packages
-    from harness.executors import Job
-    from harness.executors.local import LocalExecutor
-    from harness.progress import Progress
-    from harness.results import load_json, write_atomic
-    from harness.runner import thread_env
-
-    trace_dir = out_dir / "traces"
-    trace_dir.mkdir(parents=True, exist_ok=True)
-    index: dict[str, Any] = (load_json(trace_dir / TRACE_INDEX) or {}) if resume else {}
-    found: dict[tuple[str, str, str], dict[str, str]] = {}  # (fw, mode, dtype) -> task -> file
-    problems: dict[tuple[str, str, str], dict[str, str]] = {}
-    groups = [
-        (fw, m, d)
-        for fw, info in backends.items()
-        for m in modes
-        if m in info.modes
-        for d in dtypes
-    ]
-    executor = LocalExecutor(max(1, min(jobs, len(groups))))
-    futures = {}
-    for fw, mode, dtype in groups:
-        info = backends[fw]
-        if missing_packages(info):
-            problems[(fw, mode, dtype)] = {s.name: install_hint(info) for s, _ in specs}
-            continue
-        kept, todo = {}, []
-        for spec, _ in specs:
-            path = trace_dir / trace_name(spec.name, fw, mode, dtype)
-            made = index.get(path.name)
-            if path.is_file() and made == _trace_id(spec, steps, data_dir, info):
-                kept[spec.name] = str(path)
-            else:
-                todo.append(spec)
-        found[(fw, mode, dtype)] = kept
-        if not todo:
-            continue
-        cfg = CheckConfig(
-            framework=fw, target=info.target, mode=mode, dtype=dtype, steps=steps,
-            specs=tuple(todo), out_dir=str(trace_dir), data_dir=data_dir,
-            threads=executor.threads, extra_paths=tuple(extra_paths),
-        )  # fmt: skip
-        job = Job(f"check {fw}/{mode}/{dtype}", "harness.check", cfg.model_dump_json(),
-                  thread_env(executor.threads), timeout_s)  # fmt: skip
-        futures[(fw, mode, dtype)] = (job, todo, executor.submit(job))
-    bar = Progress(len(futures), enabled=progress)
-    try:
-        for group, (job, todo, future) in futures.items():
-            result = future.result()
-            write_atomic(out_dir / "logs" / f"check-{'-'.join(group)}.log", result.log)
-            if result.record is None:
-                problems[group] = {s.name: result.detail for s in todo}
-                bar.finished(job.label, {"status": "failed", "error": result.detail})
-                continue
-            made = result.record["files"]
-            found[group].update(made)
-            problems[group] = result.record["errors"]
-            info = backends[group[0]]
-            for spec in todo:
-                if spec.name in made:
-                    index[Path(made[spec.name]).name] = _trace_id(spec, steps, data_dir, info)
-            write_atomic(trace_dir / TRACE_INDEX, json.dumps(index, indent=1))
-            failed = ", ".join(result.record["errors"])
-            bar.finished(job.label, {"status": "failed" if failed else "ok",
-                                     "error": f"failed: {failed}" if failed else None})  # fmt: skip
-    finally:
-        bar.close()
-        executor.close()
-    records = []
-    for spec, _ in specs:
-        shape = data.sample_shape(spec.data, data_dir)
-        for dtype in dtypes:
-            rtol, steps_rtol, why = tolerance(spec, dtype)
-            for (fa, ma), (fb, mb) in _pairs(list(backends), modes):
-                if ma not in backends[fa].modes or mb not in backends[fb].modes:
-                    continue
-                rec = {
-                    "task": spec.name,
-                    "dtype": dtype,
-                    "a": f"{fa}/{ma}",
-                    "b": f"{fb}/{mb}",
-                    "steps_asked": steps,
-                    "rtol": rtol,
-                    "steps_rtol": steps_rtol,
-                    "tolerance_why": why,
-                }
-                files = [
-                    found.get((f, m, dtype), {}).get(spec.name) for f, m in ((fa, ma), (fb, mb))
-                ]
-                if None in files:
-                    why_not = [
-                        problems.get((f, m, dtype), {}).get(spec.name, "not traced")
-                        for (f, m), p in zip(((fa, ma), (fb, mb)), files, strict=True)
-                        if p is None
-                    ]
-                    records.append({**rec, "status": "error", "error": "; ".join(why_not)})
-                    continue
-                with np.load(files[0]) as a, np.load(files[1]) as b:
-                    result = compare(spec, shape, dict(a), dict(b), rtol, steps_rtol)
-                    records.append({**rec, **result})
+    """Trace every framework x mode x dtype, then compare every pair; returns one record
+    per task x dtype x pair, also written to ``out_dir/equivalence.jsonl``."""
+    check = _Check(
+        specs, backends, list(modes), list(dtypes), steps, data_dir, timeout_s, tuple(extra_paths)
+    )
+    traces = trace_all(check, out_dir, jobs, resume, progress)
+    records = compare_all(check, traces)
     write_atomic(out_dir / "equivalence.jsonl", "".join(json.dumps(r) + "\n" for r in records))
     return records
 

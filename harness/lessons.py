@@ -134,7 +134,7 @@ def get_lesson(name: str) -> Lesson:
     Raises:
         UsageError: there is no such lesson; the message names the known ones.
     """
-    from harness.runner import UsageError  # here: the worker need not load the runner
+    from harness.validate import UsageError
 
     if name not in LESSONS:
         raise UsageError(f"unknown lesson {name!r}; known lessons: {', '.join(LESSONS)}")

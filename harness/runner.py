@@ -15,10 +15,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from harness import data
+from harness import data, validate
 from harness.backend import (
     BACKENDS,
-    MODES,
     BackendInfo,
     install_hint,
     missing_packages,
@@ -28,14 +27,10 @@ from harness.cell import CellConfig
 from harness.executors import Executor, Job
 from harness.results import ResultStore
 from harness.spec import SpecError, TaskSpec, check_model
+from harness.validate import DEVICES
 from harness.worker import ProcessResult, WorkerConfig, run_worker
 
-DEVICES = ("cpu", "gpu", "auto")
 DEFAULT_TIMEOUT_S = 900.0
-
-
-class UsageError(ValueError):
-    """A request that cannot work (unknown framework, mode, device, ...)."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +105,16 @@ def resolve_device(device: str) -> str:
     return "gpu" if found else "cpu"
 
 
+def preflight(spec: TaskSpec, source: str, data_dir: str | None, strict: bool = False) -> None:
+    """A task's data files and model checked against each other before any process
+    starts; the error names the task's file."""
+    try:
+        data.preflight(spec.data, data_dir, strict=strict)
+        check_model(spec, data.sample_shape(spec.data, data_dir))
+    except SpecError as err:
+        raise SpecError(f"{source}: {err}") from None
+
+
 def plan(
     specs: Iterable[tuple[TaskSpec, str]],
     frameworks: Iterable[str],
@@ -121,37 +126,21 @@ def plan(
     """Every cell of the matrix; modes a framework lacks (``xla`` outside TF) are skipped.
     Validates everything a user typed, and every spec against its data, before running.
     A thread count of 0 becomes ``slot_threads`` (a parallel slot's share of the cores)."""
-    frameworks, modes, devices = list(frameworks), list(modes), list(devices)
-    for fw in frameworks:
-        if fw not in BACKENDS:
-            raise UsageError(f"unknown framework {fw!r}; allowed: {', '.join(BACKENDS)}")
-    for mode in modes:
-        if mode not in MODES:
-            raise UsageError(f"unknown mode {mode!r}; allowed: {', '.join(MODES)}")
-    for dev in devices:
-        if dev not in DEVICES:
-            raise UsageError(f"unknown device {dev!r}; allowed: {', '.join(DEVICES)}")
-    if options.get("init", "shared") not in ("shared", "native"):
-        raise UsageError(f"unknown init {options['init']!r}; allowed: shared, native")
-    timeout = options.get("timeout_s", DEFAULT_TIMEOUT_S)
-    if not isinstance(timeout, int | float) or not timeout > 0:
-        raise UsageError(f"--timeout takes seconds above 0, not {timeout}")
+    frameworks = validate.frameworks(frameworks)
+    modes = validate.modes(modes)
+    devices = validate.one_of("device", devices, DEVICES)
+    validate.one_of("init", [options.get("init", "shared")], ("shared", "native"))
+    validate.above_zero("--timeout", options.get("timeout_s", DEFAULT_TIMEOUT_S), "seconds")
     threads = options.pop("threads", 0)
     threads = list(threads) if isinstance(threads, list | tuple) else [threads]
-    if any(not isinstance(t, int) or t < 0 for t in threads):
-        raise UsageError(f"--threads takes counts >= 0 (0: the framework's default), not {threads}")
+    for n in threads:
+        validate.at_least("--threads", n, 0)
     threads = list(dict.fromkeys(t or slot_threads for t in threads))
-    repeats = options.pop("repeats", 1)
-    if repeats < 1:
-        raise UsageError(f"--repeats must be at least 1, not {repeats}")
+    repeats = validate.at_least("--repeats", options.pop("repeats", 1))
     strict = options.get("strict_data", False)
     cells = []
     for spec, source in specs:
-        try:
-            data.preflight(spec.data, options.get("data_dir"), strict=strict)
-            check_model(spec, data.sample_shape(spec.data, options.get("data_dir")))
-        except SpecError as err:
-            raise SpecError(f"{source}: {err}") from None
+        preflight(spec, source, options.get("data_dir"), strict)
         for fw in frameworks:
             for mode in modes:
                 if mode not in BACKENDS[fw].modes:
@@ -205,10 +194,7 @@ def run_in_each_framework(
     """
     from harness.executors.local import LocalExecutor
 
-    names = list(BACKENDS) if frameworks is None else list(frameworks)
-    for fw in names:
-        if fw not in BACKENDS:
-            raise UsageError(f"unknown framework {fw!r}; allowed: {', '.join(BACKENDS)}")
+    names = validate.frameworks(BACKENDS if frameworks is None else frameworks)
     results: dict[str, dict[str, Any]] = {}
     futures = {}
     executor = LocalExecutor(max(1, min(jobs, len(names))))

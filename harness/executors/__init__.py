@@ -53,7 +53,7 @@ def make_executor(
     """The executor a run names: ``local`` with ``jobs`` slots (one GPU each when
     ``gpus``), or ``ray`` on the cluster at ``address`` (``auto``: the one this machine
     belongs to)."""
-    from harness.runner import UsageError
+    from harness.validate import UsageError
 
     if name == "local":
         from harness.executors.local import LocalExecutor

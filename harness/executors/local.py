@@ -43,10 +43,9 @@ def make_slots(jobs: int, gpus: bool, cores: list[int], gpu_total: int) -> list[
     """``jobs`` slots of equal, disjoint core sets (the cores that do not divide evenly
     stay idle, so that every slot's cells run with the same thread count); one GPU each
     when ``gpus``. Raises ValueError when the machine has too few."""
-    from harness.runner import UsageError
+    from harness.validate import UsageError, at_least
 
-    if jobs < 1:
-        raise UsageError(f"--jobs must be 1 or more, not {jobs}")
+    at_least("--jobs", jobs)
     if gpus and jobs > 1 and jobs > gpu_total:
         raise UsageError(
             f"--jobs {jobs} with --devices gpu needs {jobs} GPUs (one per slot); this machine "

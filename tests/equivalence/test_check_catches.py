@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from harness.backend import BACKENDS, Options, load_backend
-from harness.check import compare, trace
+from harness.check import compare
 from harness.data import sample_shape
 from harness.spec import FLOAT64_RTOL, resolve_task
+from harness.trace import trace
 from tests.conftest import installed_backends
 
 pytestmark = pytest.mark.skipif(len(installed_backends()) < 2, reason="needs two frameworks")

@@ -17,7 +17,8 @@ from harness.api import resumed_options
 from harness.executors import Job
 from harness.executors.local import LocalExecutor, make_slots, usable_cores
 from harness.results import ResultStore, RunDirError, load_records
-from harness.runner import UsageError, run_matrix, still_to_run
+from harness.runner import run_matrix, still_to_run
+from harness.validate import UsageError
 from harness.worker import run_worker
 from tests.harness.test_runner import cell
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from harness.backend import BackendInfo, Options
-from harness.check import compare, difference, run_check, trace
+from harness.check import compare, difference, run_check
 from harness.spec import FLOAT64_RTOL, resolve_task
+from harness.trace import trace
 from tests.harness.fake_backend import DropsBiasBackend, NumpyBackend
 
 ROOT = str(Path(__file__).resolve().parents[2])

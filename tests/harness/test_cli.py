@@ -104,7 +104,7 @@ def test_unknown_device(argv, capsys):
 def test_check_usage_errors(capsys):
     assert "allowed: float64, float32" in error_of(["check", "--dtype", "float16"], capsys)
     assert "allowed: torch, tf, jax" in error_of(["check", "--frameworks", "mxnet"], capsys)
-    assert "at least 1" in error_of(["check", "--steps", "0"], capsys)
+    assert "--steps must be 1 or more, not 0" in error_of(["check", "--steps", "0"], capsys)
 
 
 def test_reference_empties_the_folder_then_runs_every_step_in_order(tmp_path, monkeypatch):
@@ -132,9 +132,9 @@ def test_reference_empties_the_folder_then_runs_every_step_in_order(tmp_path, mo
 
         return fake
 
-    for name in ("run", "check", "lesson", "report"):
-        monkeypatch.setattr(cli, f"cmd_{name}", step(name))
-    monkeypatch.setattr(cli, "cmd_docs", step("docs", code=1))
+    for name in ("run", "check", "lesson", "report", "docs"):
+        add, _ = cli.COMMANDS[name]
+        monkeypatch.setitem(cli.COMMANDS, name, (add, step(name, code=int(name == "docs"))))
     assert main(["reference", "--out", str(out), "--quiet"]) == 1  # docs reported problems
     assert calls == [
         ("run", str(out), ["all"]),
@@ -178,12 +178,12 @@ def test_an_out_folder_that_cannot_be_created(tmp_path, capsys):
     [
         (["run", "--tasks", "xor", "--timeout", "-1"], "--timeout takes seconds above 0, not -1"),
         (["run", "--tasks", "xor", "--timeout", "0"], "--timeout takes seconds above 0"),
-        (["run", "--tasks", "xor", "--epochs", "0"], "--epochs takes a whole number of 1 or more"),
+        (["run", "--tasks", "xor", "--epochs", "0"], "--epochs must be 1 or more, not 0"),
         (["run", "--tasks", "xor", "--jobs", "0"], "--jobs must be 1 or more, not 0"),
         (["run", "--tasks", "xor", "--jobs", "999"], "--jobs 999 needs 999 cores"),
         (["run", "--tasks", "xor", "--rerun", "failed"], "--rerun goes with --resume"),
         (["run", "--tasks", "xor", "--address", "1.2.3.4:1"], "--address goes with --executor ray"),
-        (["run", "--resume", "/nonexistent/run"], "no run.json with the run's options"),
+        (["run", "--resume", "/nonexistent/run"], "--resume '/nonexistent/run': no such folder"),
         (["bench", "--jobs", "2"], "the bench runs one process at a time (--jobs 1)"),
         (["check", "--jobs", "0"], "--jobs must be 1 or more"),
         (["lesson", "autograd", "--jobs", "0"], "--jobs must be 1 or more"),

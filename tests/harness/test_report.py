@@ -240,7 +240,7 @@ def test_threads_and_repeats_plan_separate_processes():
         "xor/torch/eager/cpu/t2",
         "xor/torch/eager/cpu/t2/r1",
     ]
-    with pytest.raises(Exception, match="--repeats must be at least 1"):
+    with pytest.raises(Exception, match="--repeats must be 1 or more"):
         cells(tasks=["xor"], frameworks=["torch"], repeats=0)
 
 
