@@ -134,11 +134,10 @@ def peak_rss_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
-def run_cell(cfg: CellConfig) -> dict[str, Any]:
-    """Run one cell; never raises: failures become the record's status."""
-    t_start = time.perf_counter()
-    spec, dtype = cfg.spec, cfg.dtype
-    record: dict[str, Any] = {
+def new_record(cfg: CellConfig) -> dict[str, Any]:
+    """A cell's record before it runs: what it is and where."""
+    spec = cfg.spec
+    return {
         "run_id": cfg.run_id,
         "task": spec.name,
         "title": spec.title,
@@ -150,7 +149,7 @@ def run_cell(cfg: CellConfig) -> dict[str, Any]:
         "seed": spec.recipe.seed,
         "spec_hash": spec.spec_hash(),
         "init": cfg.init,
-        "dtype": dtype,
+        "dtype": cfg.dtype,
         "threads": cfg.threads,
         "epochs": spec.recipe.epochs,
         "batch_size": spec.recipe.batch_size,
@@ -162,6 +161,13 @@ def run_cell(cfg: CellConfig) -> dict[str, Any]:
         "platform": platform.platform(),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+
+
+def run_cell(cfg: CellConfig) -> dict[str, Any]:
+    """Run one cell; never raises: failures become the record's status."""
+    t_start = time.perf_counter()
+    spec, dtype = cfg.spec, cfg.dtype
+    record = new_record(cfg)
     phases = Phases()
     try:
         with phases.phase("import_s"):

@@ -10,8 +10,11 @@ BLOCK = """
 import sys
 for name in ("torch", "tensorflow", "keras", "jax", "jaxlib", "flax", "optax"):
     sys.modules[name] = None  # any import of it now raises ImportError
-import harness, harness.api, harness.cli, harness.cell, harness.runner, harness.results
-import harness.data, harness.init, harness.metrics, harness.timing, harness.check, harness.report
+import importlib, pkgutil
+import harness
+for module in pkgutil.walk_packages(harness.__path__, "harness."):
+    if module.name not in ("harness.cli.__main__", "harness.executors.ray_cluster"):
+        importlib.import_module(module.name)  # ray_cluster needs Ray, no framework
 from harness.cli import main
 main(["list"])
 """
