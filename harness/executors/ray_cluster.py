@@ -27,7 +27,7 @@ from typing import Any
 try:
     import ray
 except ImportError as err:  # the extra is not installed: say how, not a traceback
-    from harness.runner import UsageError
+    from harness.validate import UsageError
 
     raise UsageError(
         "--executor ray needs Ray: pip install -e '.[ray]' (on every node of the cluster too)"
@@ -122,7 +122,7 @@ def _first_line(err: BaseException) -> str:
 
 def _check_reachable(address: str) -> None:
     """Fail fast on an address nobody listens at (ray.init would retry for minutes)."""
-    from harness.runner import UsageError
+    from harness.validate import UsageError
 
     if "://" in address:
         return  # ray:// (Ray Client) and the like: ray.init's own checks
@@ -158,7 +158,7 @@ class RayExecutor:
     threads = 0  # a slot is a whole node: each framework's own default
 
     def __init__(self, address: str | None = None):
-        from harness.runner import UsageError
+        from harness.validate import UsageError
 
         self.address = address or "auto"
         _check_reachable(self.address)

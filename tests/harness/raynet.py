@@ -228,7 +228,7 @@ def drive(address: str) -> None:
     worker; prints what happened as JSON (the test checks it)."""
     from harness.executors import Job
     from harness.executors.ray_cluster import RayExecutor
-    from harness.runner import UsageError
+    from harness.validate import UsageError
 
     out: dict = {}
     t0 = time.monotonic()
