@@ -193,3 +193,12 @@ def test_options_that_cannot_work(argv, words, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a run that started anyway would leave results/ here
     assert words in one_error(argv, capsys)
     assert not (tmp_path / "results").exists()
+
+
+def test_a_data_file_that_is_not_text_is_refused_before_any_cell(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "corpus.bin"
+    path.write_bytes(bytes(range(256)) * 40)
+    err = one_error(["run", "--tasks", "char_lstm", "--data-file", str(path)], capsys)
+    assert "corpus.bin" in err and "not UTF-8 text" in err
+    assert not (tmp_path / "results").exists()  # refused before the run's folder, and any cell
