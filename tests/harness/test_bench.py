@@ -10,19 +10,24 @@ import pandas as pd
 import pytest
 
 from harness import bench
+from harness.backend import BACKENDS
+from harness.bench import plan
+from harness.bench.stats import _uncertainty
 from harness.cli import main
+from harness.spec import resolve_task
+from harness.validate import UsageError
 
 
 def test_bench_spec_sets_batch_and_drops_the_target():
     spec = bench.bench_spec("mlp", 256)
     assert spec.recipe.batch_size == 256 and spec.recipe.target is None
-    assert bench.bench_spec("lenet", 64).model == bench.resolve_task("lenet").model
+    assert bench.bench_spec("lenet", 64).model == resolve_task("lenet").model
     with pytest.raises(ValueError, match="larger than"):
         bench.bench_spec("lenet", 4096)
 
 
 def _fake(monkeypatch, harness_s, minimal_s=None, matmul=None, seen=None, taken=None):
-    """bench.paired faked, every framework installed: every process gives these
+    """plan.paired faked, every framework installed: every process gives these
     per-turn medians (``seen``: each process's minimal mode; ``taken``: its
     measurement and round)."""
 
@@ -40,8 +45,8 @@ def _fake(monkeypatch, harness_s, minimal_s=None, matmul=None, seen=None, taken=
             result["read_gbps"] = [20.0 + i for i in range(len(matmul))]
         return result
 
-    monkeypatch.setattr(bench, "paired", paired)
-    monkeypatch.setattr(bench, "missing_packages", lambda info: [])
+    monkeypatch.setattr(plan, "paired", paired)
+    monkeypatch.setattr(plan, "missing_packages", lambda info: [])
 
 
 def test_overhead_ratio_is_harness_over_minimal(monkeypatch, tmp_path):
@@ -51,50 +56,9 @@ def test_overhead_ratio_is_harness_over_minimal(monkeypatch, tmp_path):
     assert len((tmp_path / "bench.jsonl").read_text().splitlines()) == 2
 
 
-def test_the_ratio_is_taken_within_each_turn_pair_so_a_drift_cancels(monkeypatch, tmp_path):
-    # the machine slows by half, then recovers a little, between the turn pairs
-    speed = [1.0, 2.0, 1.5]
-    _fake(monkeypatch, [0.0105 * x for x in speed], [0.010 * x for x in speed])
-    monkeypatch.setattr(bench, "OVERHEAD_CASES", (("mlp", 128),))
-    (row,) = bench.run_bench(["overhead"], ["torch"], ["eager"], tmp_path, rounds=3)
-    assert row["ratio"] == pytest.approx(1.05) and row["ratios"] == pytest.approx([1.05] * 3)
-    assert row["rounds"] == 3 and row["spread"] == pytest.approx(0, abs=1e-12)
-    assert row["harness_ms"] == pytest.approx(10.5 * 1.5)  # the median turn's
-
-
-def test_roofline_fraction_is_the_fastest_turn_over_the_fastest_matmul(monkeypatch, tmp_path):
-    # readings before the first turn, between the two and after the second: the
-    # ceilings around the turns are 2e11 and 1e11, the matmul slowed with the steps
-    _fake(monkeypatch, [0.01, 0.02], matmul=[3e11, 1e11, 1e11])
-    monkeypatch.setattr(bench, "ROOFLINE_CASES", (("lenet", 64),))
-    (row,) = bench.run_bench(["roofline"], ["jax"], ["graph"], tmp_path)
-    flops = 64 * (2 * 288_000 + 3 * (934_400 - 288_000))  # see test_flops.py
-    # not the fast turn against its slowed matmul (flops / 0.01 / 2e11)
-    assert row["fraction"] == pytest.approx(flops / 0.01 / 3e11)
-    assert row["best_step_ms"] == pytest.approx(10.0) and row["best_matmul_gflops"] == 300.0
-    assert row["fraction"] == pytest.approx(row["achieved_gflops"] / row["best_matmul_gflops"])
-    # each turn against the readings around it: both turns' fraction
-    assert row["fraction_median"] == pytest.approx(flops / 0.01 / 2e11)
-    assert row["step_ms"] == pytest.approx(15.0) and row["matmul_gflops"] == 100.0  # medians
-    assert row["peak_rss_mb"] == 100.0
-    assert row["matmul_gflops_by_n"] == pytest.approx({"1024": 100.0, "2048": 50.0})
-    assert row["turns"] == [{"harness_block_s": [0.01, 0.02],
-                             "matmul_flops_by_n": {"1024": [3e11, 1e11, 1e11],
-                                                   "2048": [1.5e11, 5e10, 5e10]},
-                             "read_gbps": [20.0, 21.0, 22.0]}]  # fmt: skip
-    assert row["read_gbps"] == 21.0 and row["read_gbps_rounds"] == [21.0]
-
-
-def test_a_worker_giving_one_reading_per_turn_is_refused(monkeypatch, tmp_path):
-    _fake(monkeypatch, [0.01, 0.02], matmul=[2e11, 1e11])
-    monkeypatch.setattr(bench, "ROOFLINE_CASES", (("lenet", 64),))
-    with pytest.raises(ValueError):
-        bench.run_bench(["roofline"], ["jax"], ["graph"], tmp_path)
-
-
 def test_a_failed_measurement_keeps_its_reason(monkeypatch, tmp_path):
-    monkeypatch.setattr(bench, "paired", lambda m, out, *a, **k: {"error": "boom"})
-    monkeypatch.setattr(bench, "missing_packages", lambda info: [])
+    monkeypatch.setattr(plan, "paired", lambda m, out, *a, **k: {"error": "boom"})
+    monkeypatch.setattr(plan, "missing_packages", lambda info: [])
     rows = bench.run_bench(["overhead"], ["tf"], ["graph"], tmp_path)
     assert rows[0]["ratio"] is None and rows[0]["error"] == "boom"
 
@@ -106,9 +70,9 @@ def test_roofline_rounds_pool_their_turns_and_keep_a_failed_rounds_reason(monkey
         {"error": "boom"},
         {"harness_block_s": [0.02], "matmul_flops": [1e11, 3e11]},
     ])  # fmt: skip
-    monkeypatch.setattr(bench, "paired", lambda m, out, *a, **k: next(results))
-    monkeypatch.setattr(bench, "missing_packages", lambda info: [])
-    monkeypatch.setattr(bench, "ROOFLINE_CASES", (("mlp", 256),))
+    monkeypatch.setattr(plan, "paired", lambda m, out, *a, **k: next(results))
+    monkeypatch.setattr(plan, "missing_packages", lambda info: [])
+    monkeypatch.setattr(plan, "ROOFLINE_CASES", (("mlp", 256),))
     (row,) = bench.run_bench(["roofline"], ["torch"], ["graph"], tmp_path, rounds=3, max_rounds=3)
     assert row["rounds"] == 2 and row["error"] == "boom"
     assert row["fractions"][0] == pytest.approx(3 * row["fractions"][1])
@@ -124,33 +88,11 @@ def test_roofline_rounds_pool_their_turns_and_keep_a_failed_rounds_reason(monkey
     assert "median over its rounds" in md and "spread" in md
 
 
-def test_the_fraction_is_the_fastest_turn_wherever_it_fell(monkeypatch, tmp_path):
-    # a step at two speeds, 10 or 15 ms, switching turn by turn: a third of the turns
-    # fast in both benches, all in one process in the first, spread in the second
-    fast, slow = [0.010] * 4, [0.015] * 4
-
-    def fraction(processes: list[list[float]]) -> dict:
-        results = iter({"harness_block_s": p, "matmul_flops": [2e11] * 5} for p in processes)
-        monkeypatch.setattr(bench, "paired", lambda m, out, *a, **k: next(results))
-        monkeypatch.setattr(bench, "missing_packages", lambda info: [])
-        monkeypatch.setattr(bench, "ROOFLINE_CASES", (("lenet", 64),))
-        (row,) = bench.run_bench(["roofline"], ["jax"], ["graph"], tmp_path, rounds=3, max_rounds=3)
-        return row
-
-    together = fraction([fast, slow, slow])
-    spread = fraction([fast[:2] + slow[:2], slow[:2] + fast[2:], slow])
-    flops = 64 * (2 * 288_000 + 3 * (934_400 - 288_000))
-    assert together["fraction"] == spread["fraction"] == pytest.approx(flops / 0.010 / 2e11)
-    # where the median of the rounds' figures lands on the slow speed in one
-    assert np.median(together["fractions"]) == pytest.approx(flops / 0.015 / 2e11)
-    assert together["fraction_median"] == pytest.approx(flops / 0.015 / 2e11)
-
-
 def test_rounds_are_passes_over_every_measurement(monkeypatch, tmp_path):
     # a measurement's rounds a pass apart, so that a slow stretch meets one of them
     taken: list = []
     _fake(monkeypatch, [0.01], matmul=[2e11, 2e11], taken=taken)
-    monkeypatch.setattr(bench, "ROOFLINE_CASES", (("mlp", 256),))
+    monkeypatch.setattr(plan, "ROOFLINE_CASES", (("mlp", 256),))
     said: list = []
     rows = bench.run_bench(
         ["roofline"], ["torch", "jax"], ["graph"], tmp_path, say=said.append, rounds=2
@@ -170,9 +112,9 @@ def test_an_interrupted_bench_keeps_the_rounds_it_took(monkeypatch, tmp_path):
             raise KeyboardInterrupt
         return result
 
-    monkeypatch.setattr(bench, "paired", paired)
-    monkeypatch.setattr(bench, "missing_packages", lambda info: [])
-    monkeypatch.setattr(bench, "ROOFLINE_CASES", (("mlp", 256),))
+    monkeypatch.setattr(plan, "paired", paired)
+    monkeypatch.setattr(plan, "missing_packages", lambda info: [])
+    monkeypatch.setattr(plan, "ROOFLINE_CASES", (("mlp", 256),))
     with pytest.raises(KeyboardInterrupt):
         bench.run_bench(["roofline"], ["torch", "jax"], ["graph"], tmp_path, rounds=3)
     rows = bench.read_rows(tmp_path)
@@ -181,7 +123,7 @@ def test_an_interrupted_bench_keeps_the_rounds_it_took(monkeypatch, tmp_path):
 
 
 def _steps(monkeypatch, steps: dict, taken: list):
-    """bench.paired faked: each framework's processes step in turn at the seconds in
+    """plan.paired faked: each framework's processes step in turn at the seconds in
     ``steps[framework]``, against a steady matmul; ``taken``: each process's
     framework and round."""
 
@@ -191,9 +133,9 @@ def _steps(monkeypatch, steps: dict, taken: list):
             raise KeyboardInterrupt
         return {"harness_block_s": [steps[m.framework][round_]], "matmul_flops": [2e11] * 2}
 
-    monkeypatch.setattr(bench, "paired", paired)
-    monkeypatch.setattr(bench, "missing_packages", lambda info: [])
-    monkeypatch.setattr(bench, "ROOFLINE_CASES", (("lenet", 64),))
+    monkeypatch.setattr(plan, "paired", paired)
+    monkeypatch.setattr(plan, "missing_packages", lambda info: [])
+    monkeypatch.setattr(plan, "ROOFLINE_CASES", (("lenet", 64),))
 
 
 def test_an_unsettled_median_takes_more_rounds_in_passes_over_the_unsettled(monkeypatch, tmp_path):
@@ -221,7 +163,7 @@ def test_a_median_settles_once_its_standard_error_is_small(monkeypatch, tmp_path
     steps = [0.010, 0.0112, 0.010, 0.0101, 0.0100, 0.0101, 0.0100]  # settles at 5
     _steps(monkeypatch, {"torch": steps}, taken)
     (row,) = bench.run_bench(["roofline"], ["torch"], ["graph"], tmp_path, rounds=3)
-    errors = [bench._uncertainty(row["fractions"][:n]) for n in range(3, row["rounds"] + 1)]
+    errors = [_uncertainty(row["fractions"][:n]) for n in range(3, row["rounds"] + 1)]
     assert row["rounds"] == 5 and errors[-1] <= bench.SETTLED_WITHIN
     assert all(e > bench.SETTLED_WITHIN for e in errors[:-1])
     sd = np.std(row["fractions"], ddof=1)
@@ -245,16 +187,16 @@ def test_tasks_choose_the_measurements(monkeypatch, tmp_path, capsys):
     _fake(monkeypatch, [0.01], matmul=[2e11, 2e11], taken=taken)
     rows = bench.run_bench(["roofline"], ["torch"], ["graph"], tmp_path, tasks=["lenet"])
     assert {(r["task"], r["batch"]) for r in rows} == {("lenet", 64), ("lenet", 256)}
-    with pytest.raises(bench.UsageError, match="allowed: mlp, lenet"):
+    with pytest.raises(UsageError, match="allowed: mlp, lenet"):
         bench.run_bench(["roofline"], ["torch"], ["graph"], tmp_path, tasks=["resnet"])
-    with pytest.raises(bench.UsageError, match="scaling: the MLP only"):
+    with pytest.raises(UsageError, match="scaling: the MLP only"):
         bench.run_bench(["scaling"], ["torch"], ["graph"], tmp_path, tasks=["lenet"])
     assert main(["bench", "scaling", "--tasks", "lenet", "--out", str(tmp_path)]) == 2
     assert "measures nothing of lenet" in capsys.readouterr().err
 
 
 def test_rounds_must_be_positive(tmp_path, capsys):
-    with pytest.raises(bench.UsageError, match="rounds"):
+    with pytest.raises(UsageError, match="rounds"):
         bench.run_bench(["overhead"], ["torch"], ["eager"], tmp_path, rounds=0)
     assert main(["bench", "overhead", "--rounds", "0", "--out", str(tmp_path)]) == 2
     assert "--rounds must be 1 or more" in capsys.readouterr().err
@@ -292,27 +234,14 @@ def test_rows_are_json(tmp_path, monkeypatch):
     _fake(monkeypatch, [0.01], matmul=[2e11, 2e11])
     bench.run_bench(["scaling"], ["torch"], ["eager"], tmp_path)
     rows = [json.loads(x) for x in (tmp_path / "bench.jsonl").read_text().splitlines()]
-    assert [r["batch"] for r in rows] == list(bench.SCALING_BATCHES)
-
-
-def test_scaling_rows_carry_the_fraction_of_the_matmul_timed_around_their_turns(
-    monkeypatch, tmp_path
-):
-    _fake(monkeypatch, [0.01, 0.02], matmul=[3e11, 1e11, 1e11])
-    monkeypatch.setattr(bench, "SCALING_BATCHES", (256,))
-    (row,) = bench.run_bench(["scaling"], ["tf"], ["graph"], tmp_path)
-    flops = 256 * (2 * 2 * 784 * 512 + 3 * 2 * (512 * 256 + 256 * 128 + 128 * 64 + 64 * 10))
-    assert row["fraction"] == pytest.approx(flops / 0.01 / 3e11)  # as in the roofline
-    assert row["samples_per_s"] == pytest.approx(256 / 0.01)  # at the fastest turn
-    assert row["achieved_gflops"] == pytest.approx(flops / 0.01 / 1e9)
-    assert row["best_step_ms_rounds"] == pytest.approx([10.0])
+    assert [r["batch"] for r in rows] == list(plan.SCALING_BATCHES)
 
 
 def test_the_cli_says_from_which_batch_each_mode_reaches_half_its_ceiling(
     monkeypatch, tmp_path, capsys
 ):
     _fake(monkeypatch, [0.01, 0.01], matmul=[1e11, 1e11, 1e11])  # fraction 0.676 at 256
-    monkeypatch.setattr(bench, "SCALING_BATCHES", (32, 256))  # 0.085 at 32
+    monkeypatch.setattr(plan, "SCALING_BATCHES", (32, 256))  # 0.085 at 32
     args = ["bench", "scaling", "--frameworks", "tf", "--modes", "xla", "--out", str(tmp_path)]
     assert main(args + ["--rounds", "1"]) == 0
     out = capsys.readouterr().out
@@ -331,10 +260,10 @@ def test_roofline_and_scaling_of_one_measurement_share_a_process_named_for_both(
         logs.append(log.name)
         return type("Result", (), {"record": None, "status": "crashed", "detail": "boom"})()
 
-    monkeypatch.setattr(bench, "run_worker", run_worker)
-    monkeypatch.setattr(bench, "missing_packages", lambda info: [])
-    monkeypatch.setattr(bench, "ROOFLINE_CASES", (("mlp", 256),))
-    monkeypatch.setattr(bench, "SCALING_BATCHES", (128, 256))
+    monkeypatch.setattr(plan, "run_worker", run_worker)
+    monkeypatch.setattr(plan, "missing_packages", lambda info: [])
+    monkeypatch.setattr(plan, "ROOFLINE_CASES", (("mlp", 256),))
+    monkeypatch.setattr(plan, "SCALING_BATCHES", (128, 256))
     rows = bench.run_bench(["roofline", "scaling"], ["torch"], ["eager"], tmp_path)
     assert [r["error"] for r in rows] == ["crashed: boom"] * 3
     assert logs == ["roofline+scaling-mlp-b256-torch-eager-t0-alone-r0.log",
@@ -354,10 +283,10 @@ def test_rows_of_one_measurement_take_its_rounds_until_every_one_settles(monkeyp
         ceiling = 3e-3 / step * 1e11  # 3e11 with the 10 ms step, 2e11 with the 15
         return {"harness_block_s": [step], "matmul_flops": [ceiling] * 2}
 
-    monkeypatch.setattr(bench, "paired", paired)
-    monkeypatch.setattr(bench, "missing_packages", lambda info: [])
-    monkeypatch.setattr(bench, "ROOFLINE_CASES", (("mlp", 256),))
-    monkeypatch.setattr(bench, "SCALING_BATCHES", (128, 256))
+    monkeypatch.setattr(plan, "paired", paired)
+    monkeypatch.setattr(plan, "missing_packages", lambda info: [])
+    monkeypatch.setattr(plan, "ROOFLINE_CASES", (("mlp", 256),))
+    monkeypatch.setattr(plan, "SCALING_BATCHES", (128, 256))
     rows = bench.run_bench(
         ["roofline", "scaling"], ["torch"], ["graph"], tmp_path, rounds=3, max_rounds=6
     )
@@ -458,7 +387,7 @@ def test_worker_reports_a_failure_as_its_result(monkeypatch, tmp_path):
     # measurement's error, not a crash of the bench
     from tests.harness.test_runner import FAKE
 
-    monkeypatch.setitem(bench.BACKENDS, "fake", FAKE)
+    monkeypatch.setitem(BACKENDS, "fake", FAKE)
     m = bench.Measure("mlp", 32, "fake", "eager")
     result = bench.paired(m, tmp_path, minimal_mode="eager", blocks=1, block=1)
     assert "No module named 'impls.fake'" in result["error"]  # no hand-written fake loop
@@ -469,7 +398,7 @@ def test_the_peak_memory_leaves_out_the_memory_readings_buffer(monkeypatch, tmp_
     # through the real subprocess: the same process with and without the readings
     from tests.harness.test_runner import FAKE
 
-    monkeypatch.setitem(bench.BACKENDS, "fake", FAKE)
+    monkeypatch.setitem(BACKENDS, "fake", FAKE)
     m = bench.Measure("mlp", 32, "fake", "eager")
     alone = bench.paired(m, tmp_path, blocks=1, block=1)
     read = bench.paired(m, tmp_path, matmul_sizes=(32,), blocks=1, block=1)
@@ -528,7 +457,7 @@ def test_the_progress_line_shows_the_figures_and_leaves_the_turns_to_the_file(
     monkeypatch, tmp_path, capsys
 ):
     _fake(monkeypatch, [0.01, 0.02], matmul=[3e11, 1e11, 1e11])
-    monkeypatch.setattr(bench, "ROOFLINE_CASES", (("lenet", 64),))
+    monkeypatch.setattr(plan, "ROOFLINE_CASES", (("lenet", 64),))
     args = ["bench", "roofline", "--frameworks", "jax", "--modes", "graph", "--out", str(tmp_path)]
     assert main(args) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if "fraction" in x)
