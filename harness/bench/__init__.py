@@ -36,12 +36,13 @@ Results go to ``bench.jsonl`` and ``bench.md`` (tables and a figure) in the run 
 
 One job a module, each importing only those above it: ``plan`` (what is measured,
 and the process that measures it), ``stats`` (a row's figures from its processes),
-``settle`` (the rounds, until each median settles), ``stability`` (a bench against
+``settle`` (the rounds, until each median settles), ``against`` (a bench against
 an earlier one) and ``render`` (the tables and bench.md).
 """
 
 from __future__ import annotations
 
+from harness.bench.against import STABLE_WITHIN, held, read_rows, stability
 from harness.bench.plan import (
     BENCHMARKS,
     BLOCK_STEPS,
@@ -64,7 +65,6 @@ from harness.bench.plan import (
 )
 from harness.bench.render import HALF, half_ceiling, tables, write_markdown
 from harness.bench.settle import run_bench, validate_bench
-from harness.bench.stability import STABLE_WITHIN, held, read_rows, stability
 from harness.bench.stats import ROWS
 
 __all__ = [

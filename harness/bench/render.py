@@ -7,8 +7,8 @@ from typing import Any
 
 import pandas as pd
 
+from harness.bench.against import STABLE_WITHIN, held
 from harness.bench.plan import BLOCK_STEPS, BLOCKS, MATMUL_SIZES, SETTLED_WITHIN
-from harness.bench.stability import STABLE_WITHIN, held
 
 HALF = 0.5  # a step at half its own matmul's FLOP/s or more counts as compute-bound
 
