@@ -13,6 +13,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, ClassVar, Protocol
@@ -132,26 +133,46 @@ def matmul_operands(n: int) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
+def _no_thread_env(threads: int) -> dict[str, str | None]:
+    return {}
+
+
 @dataclass(frozen=True)
 class BackendInfo:
+    """What the harness knows of a backend without importing its framework, as the
+    backend declares it (``impls/<fw>/declare.py``)."""
+
     name: str
     target: str  # "module:Class"
     packages: tuple[str, ...]  # what must be importable
     extra: str  # pip extra that installs it
     modes: tuple[str, ...]
+    distributions: tuple[tuple[str, str], ...] = ()  # package -> its pip distribution's name
+    thread_env: Callable[[int], dict[str, str | None]] = _no_thread_env  # set before import
+    minimal: str = ""  # the module of its hand-written loop (rosetta bench), if any
+    minimal_only: tuple[tuple[str, str], ...] = ()  # loop modes with no harness mode -> pair
 
 
-BACKENDS: dict[str, BackendInfo] = {
-    "torch": BackendInfo(
-        "torch", "impls.torch.backend:TorchBackend", ("torch",), "torch", ("eager", "graph")
-    ),
-    "tf": BackendInfo(
-        "tf", "impls.tf.backend:TFBackend", ("tensorflow", "keras"), "tf", ("eager", "graph", "xla")
-    ),
-    "jax": BackendInfo(
-        "jax", "impls.jax.backend:JaxBackend", ("jax", "flax", "optax"), "jax", ("eager", "graph")
-    ),
-}
+BUILTIN = ("impls.torch", "impls.tf", "impls.jax")  # packages with a declare module
+
+
+def declared(package: str) -> BackendInfo:
+    """A backend package's declaration (its ``declare`` module, which imports no framework)."""
+    d = importlib.import_module(f"{package}.declare")
+    return BackendInfo(
+        d.NAME,
+        d.TARGET,
+        tuple(d.PACKAGES),
+        d.EXTRA,
+        tuple(d.MODES),
+        tuple(d.DISTRIBUTIONS.items()),
+        d.thread_env,
+        d.MINIMAL,
+        tuple(d.MINIMAL_ONLY.items()),
+    )
+
+
+BACKENDS: dict[str, BackendInfo] = {info.name: info for info in map(declared, BUILTIN)}
 MODES = ("eager", "graph", "xla")
 PLUGINS_ENV = "ROSETTA_BACKENDS"
 
@@ -200,8 +221,10 @@ def missing_packages(info: BackendInfo) -> list[str]:
 
 
 def package_version(package: str) -> str | None:
-    dist = {"tensorflow": "tensorflow-cpu"}.get(package, package)
-    for name in (package, dist):
+    """The installed version of ``package``, under its own name or the distribution a
+    backend declares for it."""
+    dists = {p: d for info in BACKENDS.values() for p, d in info.distributions}
+    for name in (package, dists.get(package, package)):
         try:
             return importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:

@@ -221,7 +221,7 @@ class _Check:
             f"check {fw}/{mode}/{dtype}",
             "harness.trace",
             cfg.model_dump_json(),
-            thread_env(threads),
+            thread_env(self.backends[fw], threads),
             self.timeout_s,
         )
 

@@ -6,7 +6,6 @@ that writes the records."""
 
 from __future__ import annotations
 
-import os
 import queue
 import subprocess
 from collections.abc import Callable, Iterable
@@ -62,34 +61,17 @@ class Cell:
         return self.backend or BACKENDS[self.framework]
 
 
-THREAD_VARS = (
-    "OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
-    "PJRT_NPROC",
-)  # fmt: skip
+# OpenMP's and MKL's pools, which several frameworks' kernels use
+POOL_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-def thread_env(threads: int) -> dict[str, str | None]:
-    """Environment that fixes every framework's thread pools before import; with 0 (the
-    framework's default) the thread variables a parent set are removed (Ray sets
+def thread_env(info: BackendInfo | None, threads: int) -> dict[str, str | None]:
+    """Environment that fixes a worker's thread pools before it imports ``info``'s
+    framework (as the backend declares them; None: OpenMP's and MKL's alone). With 0
+    (the framework's default) the variables a parent set are removed (Ray sets
     OMP_NUM_THREADS in its workers), so that the record's thread count is the truth."""
-    env: dict[str, str | None] = {"TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": "tensorflow"}
-    env.update(dict.fromkeys(THREAD_VARS))
-    if threads > 0:
-        n = str(threads)
-        env.update(
-            OMP_NUM_THREADS=n,
-            MKL_NUM_THREADS=n,
-            TF_NUM_INTRAOP_THREADS=n,
-            TF_NUM_INTEROP_THREADS="1",
-        )
-        # XLA sizes its CPU thread pool from PJRT_NPROC (intra_op_parallelism_threads
-        # is not an XLA flag: bare it is ignored, with "--" XLA aborts)
-        env["PJRT_NPROC"] = n
-        flags = os.environ.get("XLA_FLAGS", "")
-        if threads == 1:
-            flags += " --xla_cpu_multi_thread_eigen=false"
-        env["XLA_FLAGS"] = flags.strip()
-    return env
+    env: dict[str, str | None] = dict.fromkeys(POOL_VARS, str(threads) if threads > 0 else None)
+    return {**env, **(info.thread_env(threads) if info is not None else {})}
 
 
 def resolve_device(device: str) -> str:
@@ -207,7 +189,7 @@ def run_in_each_framework(
                 results[fw] = {"status": "unavailable", "error": hint, "version": None}
                 continue
             cfg = cfg_for(info).model_dump_json()
-            futures[fw] = executor.submit(Job(fw, worker, cfg, thread_env(executor.threads),
+            futures[fw] = executor.submit(Job(fw, worker, cfg, thread_env(BACKENDS[fw], executor.threads),
                                               timeout_s))  # fmt: skip
         for fw, future in futures.items():
             run = future.result()
@@ -241,7 +223,7 @@ def config_for(cell: Cell, run_id: str) -> CellConfig:
 
 
 def job_for(cell: Cell, run_id: str) -> Job:
-    env = {**thread_env(cell.threads), "ROSETTA_CELL": cell.label}
+    env = {**thread_env(cell.info, cell.threads), "ROSETTA_CELL": cell.label}
     return Job(
         cell.label,
         "harness.cell",

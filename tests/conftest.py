@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-# keep test processes from oversubscribing the machine's two cores
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from harness.backend import BACKENDS, missing_packages  # noqa: E402
-from harness.spec import TaskSpec, parse_spec  # noqa: E402
+# the backends' declarations load here; impls.tf's sets Keras's backend before any
+# test imports keras
+from harness.backend import BACKENDS, missing_packages
+from harness.spec import TaskSpec, parse_spec
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

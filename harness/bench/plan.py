@@ -81,16 +81,25 @@ def paired(
     missing = missing_packages(info)
     if missing:
         return {"error": f"{m.framework} is not installed (missing: {', '.join(missing)})"}
+    if minimal_mode is not None and not info.minimal:
+        return {"error": f"{m.framework} declares no hand-written loop (its minimal module)"}
     cfg = PairedConfig(
         spec=bench_spec(m.task, m.batch), source=m.task, framework=m.framework,
         target=info.target, mode=m.mode, threads=m.threads, blocks=blocks, block=block,
         matmul_sizes=tuple(matmul_sizes),
         minimal=None if minimal_mode is None
         else {"model": m.task, "batch": m.batch, "mode": minimal_mode},
-        minimal_module=f"impls.{m.framework}.minimal",
+        minimal_module=info.minimal,
     )  # fmt: skip
     log = out / "logs" / f"{benchmark}-{_slug(m)}-{minimal_mode or 'alone'}-r{round_}.log"
-    result = run_worker("harness.paired", cfg, thread_env(m.threads), 900.0, log, lambda e: None)
+    result = run_worker(
+        "harness.paired",
+        cfg,
+        thread_env(info, m.threads),
+        900.0,
+        log,
+        lambda e: None,
+    )
     if result.record is None:
         return {"error": f"{result.status}: {result.detail}"}
     return result.record
@@ -98,13 +107,6 @@ def paired(
 
 def _slug(m: Measure) -> str:
     return f"{m.task}-b{m.batch}-{m.framework}-{m.mode}-t{m.threads}"
-
-
-# hand-written loops with no harness mode of their own, compared with one that has:
-# Keras' model.fit against the harness's custom tf.function step, and Flax's
-# functional API under jax.jit (the form the harness's backend uses; the NNX
-# tutorials' nnx.jit step is the graph mode's loop) against the harness's jit step
-MINIMAL_ONLY = {"tf": {"fit": "graph"}, "jax": {"functional": "graph"}}
 
 
 @dataclass(frozen=True)
@@ -156,13 +158,14 @@ def _label(jobs: list[Job]) -> str:
 
 def overhead(frameworks: Iterable[str], modes: Iterable[str], threads: int) -> list[Job]:
     """Each case's step in each mode against the minimal loop in that mode, and the
-    loops with no harness mode of their own (``MINIMAL_ONLY``) against theirs."""
+    loops with no harness mode of their own (a backend's ``minimal_only``: Keras's
+    model.fit, say) against the mode it declares for them."""
     jobs = []
     for task, batch in OVERHEAD_CASES:
         for fw in frameworks:
             pairs = [(mode, mode) for mode in _modes(fw, modes)]
-            pairs += [(theirs, ours) for theirs, ours in MINIMAL_ONLY.get(fw, {}).items()
-                      if ours in modes]  # fmt: skip
+            extra = BACKENDS[fw].minimal_only
+            pairs += [(theirs, ours) for theirs, ours in extra if ours in modes]
             jobs += [Job("overhead", Measure(task, batch, fw, mode, threads), their_mode)
                      for their_mode, mode in pairs]  # fmt: skip
     return jobs

@@ -31,7 +31,7 @@ from flax import nnx
 
 from harness.backend import Batch, Options, Weights, matmul_operands
 from harness.spec import TaskSpec, is_weight, networks, task_layers
-from impls.jax import layers, train
+from impls.jax import declare, layers, train
 
 # XLA's CPU client names the threads of its intra-op pool ("XLAEigen", with the
 # "tf_" prefix of tsl's thread factory); Linux lists them under /proc/self/task
@@ -61,8 +61,8 @@ class JaxState:
 class JaxBackend:
     """Flax NNX + Optax; modes: eager (op by op) and graph (``jax.jit``)."""
 
-    name: ClassVar[str] = "jax"
-    modes: ClassVar[tuple[str, ...]] = ("eager", "graph")
+    name: ClassVar[str] = declare.NAME
+    modes: ClassVar[tuple[str, ...]] = declare.MODES
 
     def __init__(self) -> None:
         self.options = Options()

@@ -8,16 +8,13 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+import numpy as np
+import tensorflow as tf
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from harness.backend import BACKENDS, Batch, Options, Weights, matmul_operands  # noqa: E402
-from harness.spec import ModelSpec, RecipeSpec, TaskSpec, networks  # noqa: E402
-from impls.tf import layers, train  # noqa: E402
+from harness.backend import Batch, Options, Weights, matmul_operands
+from harness.spec import ModelSpec, RecipeSpec, TaskSpec, networks
+from impls.tf import declare, layers, train
 
 
 @dataclass
@@ -75,8 +72,8 @@ def _set_threads(threads: int) -> None:
 class TFBackend:
     """TensorFlow 2 with Keras 3 layers and a GradientTape training step."""
 
-    name: ClassVar[str] = "tf"
-    modes: ClassVar[tuple[str, ...]] = BACKENDS["tf"].modes
+    name: ClassVar[str] = declare.NAME
+    modes: ClassVar[tuple[str, ...]] = declare.MODES
 
     def __init__(self) -> None:
         self._options = Options()

@@ -7,20 +7,16 @@ returning plain JSON values, so the three can be read side by side.
 from __future__ import annotations
 
 import inspect
-import os
 from typing import Any
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+import tensorflow as tf
 
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from harness.backend import Options  # noqa: E402
-from harness.data.batching import random_batch  # noqa: E402
-from harness.explain import EXAMPLE_BATCH, clip_lines, op_table  # noqa: E402
-from harness.spec import Shape, TaskSpec, task_layers, task_param_count  # noqa: E402
-from impls.tf.backend import TFBackend, TFState  # noqa: E402
+from harness.backend import Options
+from harness.data.batching import random_batch
+from harness.explain import EXAMPLE_BATCH, clip_lines, op_table
+from harness.spec import Shape, TaskSpec, task_layers, task_param_count
+from impls.tf.backend import TFBackend, TFState
 
 _UNSHOWN = {"name", "dtype", "trainable"}  # the same for every layer of a run
 

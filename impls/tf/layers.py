@@ -22,18 +22,14 @@ layers and MaskedGlobalPooling here, which get the same mask explicitly.)
 
 from __future__ import annotations
 
-import os
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+import numpy as np
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-
-from harness.spec import (  # noqa: E402
+from harness.spec import (
     RECURRENT,
     AvgPool2D,
     Conv1D,

@@ -6,16 +6,12 @@ be read side by side. Results are plain JSON values (floats, lists, strings).
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import numpy as np
+import tensorflow as tf
 
 
 def _mean_of_square(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:

@@ -11,20 +11,17 @@ each batch timed by a callback.
 """
 
 import json
-import os
 import sys
 import time
 from collections.abc import Callable
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from keras import layers  # noqa: E402
-
-from harness.timing import step_summary  # noqa: E402
-from harness.worker import emit  # noqa: E402
+from harness.timing import step_summary
+from harness.worker import emit
 
 
 def build(name: str) -> keras.Model:

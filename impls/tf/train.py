@@ -9,18 +9,14 @@ step in ``tf.function``, ``xla`` in ``tf.function(jit_compile=True)``.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+import numpy as np
+import tensorflow as tf
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from harness.spec import Optimizer, RecipeSpec  # noqa: E402
+from harness.spec import Optimizer, RecipeSpec
 
 Step = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
 

@@ -11,7 +11,7 @@ import torch
 
 from harness.backend import Batch, Options, Weights, matmul_operands
 from harness.spec import Optimizer, TaskSpec, is_weight, networks
-from impls.torch import layers, train
+from impls.torch import declare, layers, train
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _interop_set = False
@@ -65,8 +65,8 @@ def _network(model: layers.Net, opt: Optimizer) -> train.Network:
 class TorchBackend:
     """PyTorch: ``eager`` runs nn.Modules as they are, ``graph`` uses torch.compile."""
 
-    name: ClassVar[str] = "torch"
-    modes: ClassVar[tuple[str, ...]] = ("eager", "graph")
+    name: ClassVar[str] = declare.NAME
+    modes: ClassVar[tuple[str, ...]] = declare.MODES
 
     def __init__(self) -> None:
         self.configure(Options())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -387,10 +388,12 @@ def test_worker_reports_a_failure_as_its_result(monkeypatch, tmp_path):
     # measurement's error, not a crash of the bench
     from tests.harness.test_runner import FAKE
 
-    monkeypatch.setitem(BACKENDS, "fake", FAKE)
     m = bench.Measure("mlp", 32, "fake", "eager")
+    monkeypatch.setitem(BACKENDS, "fake", FAKE)  # declares no hand-written loop
+    assert "fake declares no hand-written loop" in bench.paired(m, tmp_path, "eager")["error"]
+    monkeypatch.setitem(BACKENDS, "fake", dataclasses.replace(FAKE, minimal="impls.fake.minimal"))
     result = bench.paired(m, tmp_path, minimal_mode="eager", blocks=1, block=1)
-    assert "No module named 'impls.fake'" in result["error"]  # no hand-written fake loop
+    assert "No module named 'impls.fake'" in result["error"]  # named, but not there
     assert result["peak_rss_mb"] > 0
 
 

@@ -256,7 +256,7 @@ def test_a_cells_own_thread_settings_win_over_inherited_ones(tmp_path, monkeypat
     code = "import os, json; print(json.dumps(os.environ.get('OMP_NUM_THREADS')))"
     (tmp_path / "probe.py").write_text(code)
     for threads, want in ((0, None), (2, "2")):
-        env = {**thread_env(threads), "PYTHONPATH": str(tmp_path)}
+        env = {**thread_env(None, threads), "PYTHONPATH": str(tmp_path)}
         assert json.loads(run_worker("probe", "{}", env, 30).log) == want
 
 

@@ -131,7 +131,7 @@ def test_worker_turns_a_lessons_error_into_a_failed_result(tmp_path):
     from harness.runner import run_worker, thread_env
 
     cfg = {"module": "harness.lessons", "function": "no_such_lesson_function"}
-    run = run_worker("harness.lessons", cfg, thread_env(0), 60, tmp_path / "log")
+    run = run_worker("harness.lessons", cfg, thread_env(None, 0), 60, tmp_path / "log")
     assert run.record["status"] == "failed"
     assert "no_such_lesson_function" in run.record["error"]
 
