@@ -51,8 +51,11 @@ def finish(proc: subprocess.Popen, timeout: float = 240) -> tuple[int, str, str]
     return proc.returncode, out, err
 
 
-def cell_processes(label_part: str) -> list[int]:
-    """Pids of the live cell processes whose ROSETTA_CELL label contains ``label_part``."""
+def cell_processes(label_part: str, tag: str) -> list[int]:
+    """Pids of the live cell processes whose ROSETTA_CELL label contains ``label_part``
+    and whose ROSETTA_TEST_TAG is ``tag``: another test's cells, on the other pytest
+    worker, must not count."""
+    mark = f"ROSETTA_TEST_TAG={tag}".encode()
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -62,8 +65,10 @@ def cell_processes(label_part: str) -> list[int]:
             state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if state != "Z" and any(
-            e.startswith(b"ROSETTA_CELL=") and label_part.encode() in e for e in environ
+        if (
+            state != "Z"
+            and mark in environ
+            and any(e.startswith(b"ROSETTA_CELL=") and label_part.encode() in e for e in environ)
         ):
             found.append(int(entry.name))
     return found
@@ -191,19 +196,21 @@ def test_kill_9_mid_run_then_resume_runs_each_cell_once(tmp_path):
     argv = ["run", "--frameworks", "fake", "--modes", "eager", "--tasks", TASKS,
             "--repeats", "2", "--out", str(out), "--quiet", "--timeout", "120"]  # fmt: skip
     # the third task's first cell hangs: the kill finds a worker in the middle of a cell
-    proc = rosetta(*argv, env={"ROSETTA_FAKE_FAULT": "hang@linear_regression"})
+    tag = str(tmp_path)
+    env = {"ROSETTA_FAKE_FAULT": "hang@linear_regression", "ROSETTA_TEST_TAG": tag}
+    proc = rosetta(*argv, env=env)
     deadline = time.monotonic() + 120
-    while not cell_processes("linear_regression") and time.monotonic() < deadline:
+    while not cell_processes("linear_regression", tag) and time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.2)
-    workers = cell_processes("linear_regression")
+    workers = cell_processes("linear_regression", tag)
     assert workers, "the hanging cell never started"
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate()
     deadline = time.monotonic() + 5
-    while cell_processes("/fake/") and time.monotonic() < deadline:
+    while cell_processes("/fake/", tag) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not cell_processes("/fake/"), "a worker outlived its runner by 5 s"
+    assert not cell_processes("/fake/", tag), "a worker outlived its runner by 5 s"
     before = load_records(out)
     assert [r["task"] for r in before] == ["xor", "xor", "xor_single_layer", "xor_single_layer"]
 
