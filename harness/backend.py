@@ -13,6 +13,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -131,6 +132,23 @@ def matmul_operands(n: int) -> tuple[np.ndarray, np.ndarray]:
     a, b = (rng.standard_normal((n, n), dtype=np.float32) for _ in "ab")
     a.flags.writeable = b.flags.writeable = False
     return a, b
+
+
+MATMUL_WARMUP = 3  # untimed calls first: the compile and the first allocations
+
+
+def matmul_rate(run: Callable[[], object], n: int, repeats: int) -> float:
+    """``2 n^3`` over the median seconds of ``repeats`` calls of ``run`` (one synced
+    ``n x n`` matmul), after ``MATMUL_WARMUP`` untimed calls: every backend's
+    ``matmul_flops`` times its matmul by this one rule."""
+    for _ in range(MATMUL_WARMUP):
+        run()
+    seconds = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run()
+        seconds.append(time.perf_counter() - t0)
+    return 2 * n**3 / float(np.median(seconds))
 
 
 def _no_thread_env(threads: int) -> dict[str, str | None]:

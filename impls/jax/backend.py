@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -29,7 +28,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from harness.backend import Batch, Options, Weights, matmul_operands
+from harness.backend import Batch, Options, Weights, matmul_operands, matmul_rate
 from harness.spec import TaskSpec, is_weight, networks, task_layers
 from impls.jax import declare, layers, train
 
@@ -46,7 +45,7 @@ class JaxState:
     params: dict[str, nnx.State]
     opt_state: dict[str, optax.OptState]
     key: jax.Array
-    # (role, *parameter path) -> canonical name (layers.canonical_names), for weights and grads
+    # (role, *parameter path) -> canonical name (layers.bindings), for weights and grads
     names: dict[tuple, str] = dataclasses.field(repr=False)
     gan: bool
     train_step: Callable = dataclasses.field(repr=False)
@@ -132,11 +131,11 @@ class JaxBackend:
             abstract = nnx.eval_shape(lambda: layers.build_networks(spec, shape, dtype))
             # eval_shape hands a dict back with its keys sorted; the roles keep their order
             models = {role: abstract[role] for role, _, _ in networks(spec, shape)}
-            layers.set_task_weights(models, weights)
+            layers.set_weights(models, weights)
             layers.check_concrete(models)
         nets, params, names = {}, {}, {}
         for role, model in models.items():
-            own = layers.canonical_names(model)
+            own = layers.bindings(model)
             # split once; the steps merge the static graphdef with these pytrees
             graphdef, params[role] = nnx.split(model, nnx.Param)
             nets[role] = train.Net(graphdef, frozenset(p for p, n in own.items() if is_weight(n)))
@@ -222,7 +221,7 @@ class JaxBackend:
         # XLA compilations of the jitted train step since build, as JAX reports them
         # (one per input signature: shapes, dtypes, placement); eager mode: 0
         compiles = train.compiles(_STEP) - state.compiles_before
-        threads, threads_by = xla_cpu_threads()
+        threads, threads_by = pool_threads()
         return {
             # XLA's CPU intra-op thread pool, which runs every CPU computation
             "threads": threads,
@@ -250,19 +249,11 @@ class JaxBackend:
         """``2 n^3`` over the median seconds of an ``n x n`` float32 matmul on the
         cell's device: ``jax.jit(jnp.matmul)`` in graph mode, ``jnp.matmul`` as is in
         eager mode (one primitive, which JAX compiles and caches just the same),
-        at the default precision the training step uses. Three warm-up calls
-        first (compile, first allocations); each timed call ends in
-        ``block_until_ready``."""
+        at the default precision the training step uses; timed by
+        ``harness.backend.matmul_rate``, each call ending in ``block_until_ready``."""
         a, b = (jax.device_put(m, self.device) for m in matmul_operands(n))
         matmul = jax.jit(jnp.matmul) if self.options.mode == "graph" else jnp.matmul
-        for _ in range(3):
-            matmul(a, b).block_until_ready()
-        seconds = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            matmul(a, b).block_until_ready()
-            seconds.append(time.perf_counter() - t0)
-        return 2 * n**3 / float(np.median(seconds))
+        return matmul_rate(lambda: matmul(a, b).block_until_ready(), n, repeats)
 
 
 def _canonical(params: dict[str, nnx.State], names: dict[tuple, str]) -> Weights:
@@ -275,7 +266,7 @@ def _canonical(params: dict[str, nnx.State], names: dict[tuple, str]) -> Weights
     return out
 
 
-def xla_cpu_threads() -> tuple[int | str, str]:
+def pool_threads() -> tuple[int | str, str]:
     """The size of XLA's CPU intra-op thread pool, and how it was found.
 
     Counted: the pool's threads, by name, in /proc (Linux; the pool exists once a

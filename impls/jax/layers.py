@@ -9,7 +9,7 @@ the model's own parameter tree: a parameter's path runs through its spec
 layer's key, e.g. ``("layers", "rblock1", "body", "layers", "rblock1_conv1",
 "kernel")`` is ``"rblock1_conv1.kernel"`` and ``("layers", "gru", "rnn",
 "backward_rnn", "cell", "kernel")`` is ``"gru.backward_kernel"`` (see
-``canonical_names``).
+``bindings``).
 
 Sequences carry a mask of real steps beside the activations, ``(x, mask)``
 through ``Stack``: ``nnx.Embed`` starts it (ids != 0), a valid 1-d conv shortens
@@ -27,8 +27,8 @@ import numpy as np
 from flax import nnx
 
 from harness import spec as S
+from harness.backend import Weights
 
-Weights = dict[str, np.ndarray]
 _PADDING = {"valid": "VALID", "same": "SAME"}
 
 
@@ -54,6 +54,31 @@ class Stack(nnx.Module):
         for name in self.order:
             x, mask = apply(self.layers[name], x, mask, deterministic=deterministic, rngs=rngs)
         return x, mask
+
+
+def apply(layer, x, mask, *, deterministic: bool, rngs: nnx.Rngs | None = None):
+    """One spec layer on ``(x, mask)``, giving ``(y, mask)``.
+
+    The mask (``[N, steps]`` bool, True at real steps) starts at the embedding,
+    is shortened by a valid 1-d conv, read by recurrent layers and the global
+    pools, and passed on unchanged by every other layer (``harness.spec``
+    rejects a model where a layer would mix padded steps into real ones).
+    """
+    match layer:
+        case Stack() | Residual() | Parallel():
+            return layer.run(x, mask, deterministic=deterministic, rngs=rngs)
+        case nnx.Dropout():
+            return layer(x, deterministic=deterministic, rngs=rngs), mask
+        case Embed():
+            return layer(x), (x != 0) if layer.padding else None
+        case Recurrent():
+            return layer(x, mask)
+        case nnx.Conv() if mask is not None:
+            # valid and stride 1 (the spec checks): a window is real when its last step is
+            return layer(x), mask[:, layer.kernel_size[0] - 1 :]
+        case _ if layer is global_max_pool or layer is global_avg_pool:
+            return layer(x, mask), None
+    return layer(x), mask
 
 
 class Residual(nnx.Module):
@@ -83,65 +108,6 @@ class Parallel(nnx.Module):
         outs = [b.run(x, mask, **kw) for b in self.branches]
         # the spec lets branches keep the time axis only alike: any branch's mask will do
         return jnp.concatenate([y for y, _ in outs], axis=-1), outs[0][1]
-
-
-def apply(layer, x, mask, *, deterministic: bool, rngs: nnx.Rngs | None = None):
-    """One spec layer on ``(x, mask)``, giving ``(y, mask)``.
-
-    The mask (``[N, steps]`` bool, True at real steps) starts at the embedding,
-    is shortened by a valid 1-d conv, read by recurrent layers and the global
-    pools, and passed on unchanged by every other layer (``harness.spec``
-    rejects a model where a layer would mix padded steps into real ones).
-    """
-    match layer:
-        case Stack() | Residual() | Parallel():
-            return layer.run(x, mask, deterministic=deterministic, rngs=rngs)
-        case nnx.Dropout():
-            return layer(x, deterministic=deterministic, rngs=rngs), mask
-        case Embed():
-            return layer(x), (x != 0) if layer.padding else None
-        case Recurrent():
-            return layer(x, mask)
-        case nnx.Conv() if mask is not None:
-            # valid and stride 1 (the spec checks): a window is real when its last step is
-            return layer(x), mask[:, layer.kernel_size[0] - 1 :]
-        case _ if layer is global_max_pool or layer is global_avg_pool:
-            return layer(x, mask), None
-    return layer(x), mask
-
-
-def activations(model: Stack, x: jax.Array) -> dict[str, jax.Array]:
-    """Every layer's output with dropout off, keyed by spec name in ``spec.walk`` order.
-
-    A separate walk over the same modules, doing what ``Stack.__call__`` does
-    with ``deterministic=True``: the training path is left as it is. A block's
-    own output (``body + shortcut``, the concatenation) comes before the
-    outputs of the layers inside it, as ``walk`` lists them. Sequences are
-    ``[N, steps, features]`` already, the canonical layout.
-    """
-    out: dict[str, jax.Array] = {}
-    _record(model, x, None, out)
-    return out
-
-
-def _record(stack: Stack, x: jax.Array, mask, out: dict[str, jax.Array]):
-    for name in stack.order:
-        layer, inner = stack.layers[name], {}
-        match layer:
-            case Residual():
-                y, mask_out = _record(layer.body, x, mask, inner)
-                y = y + _record(layer.shortcut, x, mask, inner)[0]
-            case Parallel():
-                outs = [_record(b, x, mask, inner) for b in layer.branches]
-                y, mask_out = jnp.concatenate([o for o, _ in outs], axis=-1), outs[0][1]
-            case Stack():
-                raise TypeError(f"{name!r}: a bare Stack has no spec layer to name it")
-            case _:
-                y, mask_out = apply(layer, x, mask, deterministic=True)
-        out[name] = y
-        out.update(inner)
-        x, mask = y, mask_out
-    return x, mask
 
 
 def flatten(x: jax.Array) -> jax.Array:
@@ -441,7 +407,7 @@ def _scanned(graphdef: nnx.GraphDef, state: nnx.State, x: jax.Array, lengths: ja
 # --------------------------------------------------------------------------- building
 
 
-def _make_layer(layer: S.Layer, shape: S.Shape, dtype, rngs: nnx.Rngs):
+def _layer(layer: S.Layer, shape: S.Shape, dtype, rngs: nnx.Rngs):
     """One spec layer as a module (parameters) or a plain function (none)."""
     common = dict(dtype=dtype, param_dtype=dtype, rngs=rngs)
     match layer:
@@ -486,39 +452,37 @@ def _make_layer(layer: S.Layer, shape: S.Shape, dtype, rngs: nnx.Rngs):
             return nnx.Dropout(layer.rate)
         case S.Residual():
             return Residual(
-                _stack(layer.body, shape, dtype, rngs),
-                _stack(layer.shortcut, shape, dtype, rngs),
+                _sequence(layer.body, shape, dtype, rngs),
+                _sequence(layer.shortcut, shape, dtype, rngs),
             )
         case S.Parallel():
-            return Parallel([_stack(b, shape, dtype, rngs) for b in layer.branches])
+            return Parallel([_sequence(b, shape, dtype, rngs) for b in layer.branches])
     raise TypeError(f"layer type {layer.type!r} has no Flax NNX mapping")
 
 
-def _stack(layers, shape: S.Shape, dtype, rngs: nnx.Rngs) -> Stack:
+def _sequence(layers, shape: S.Shape, dtype, rngs: nnx.Rngs) -> Stack:
     seq = Stack()
     for layer in layers:
         if hasattr(nnx.Dict, layer.name):
             raise ValueError(f"layer name {layer.name!r} clashes with a Flax Module attribute")
-        seq.add(layer.name, _make_layer(layer, shape, dtype, rngs))
+        seq.add(layer.name, _layer(layer, shape, dtype, rngs))
         shape = layer.out_shape(shape)
     return seq
 
 
-def build_model(spec: S.TaskSpec, input_shape: S.Shape, dtype: str) -> Stack:
-    """The spec's model with Flax's own initializers, parameters in ``dtype``.
+def _check_dtype(dtype: str) -> None:
+    if jnp.dtype(dtype) == jnp.float64 and not jax.config.jax_enable_x64:
+        # JAX would silently truncate every float64 request to float32
+        raise ValueError("a float64 model needs jax_enable_x64 on (JaxBackend.configure sets it)")
 
-    Args:
-        spec: the task; its ``recipe.seed`` seeds the native initializers.
-        input_shape: one sample's shape, NHWC, [features] or [steps].
-        dtype: "float32" or "float64"; given to every layer explicitly, since
-            JAX's default float type follows the global x64 flag instead.
 
-    Returns:
-        The root ``Stack``; call it as ``model(x, deterministic=...)``.
-    """
+def build_network(model: S.ModelSpec, input_shape: S.Shape, dtype: str, rngs: nnx.Rngs) -> Stack:
+    """One network of a task with Flax's own initializers, drawn from ``rngs``,
+    parameters in ``dtype`` ("float32" or "float64"; given to every layer
+    explicitly, since JAX's default float type follows the global x64 flag).
+    The root ``Stack``; call it as ``model(x, deterministic=...)``."""
     _check_dtype(dtype)
-    rngs = nnx.Rngs(params=spec.recipe.seed)
-    return _stack(spec.model.layers, tuple(input_shape), jnp.dtype(dtype), rngs)
+    return _sequence(model.layers, tuple(input_shape), jnp.dtype(dtype), rngs)
 
 
 def build_networks(spec: S.TaskSpec, data_shape: S.Shape, dtype: str) -> dict[str, Stack]:
@@ -529,20 +493,47 @@ def build_networks(spec: S.TaskSpec, data_shape: S.Shape, dtype: str) -> dict[st
         spec: the task; its ``recipe.seed`` seeds the native initializers (one
             stream for all networks, so a gan's two networks start apart).
         data_shape: the data's sample shape (a generator's input is its noise).
-        dtype: "float32" or "float64", as in ``build_model``.
+        dtype: "float32" or "float64", as in ``build_network``.
     """
-    _check_dtype(dtype)
     rngs = nnx.Rngs(params=spec.recipe.seed)
     return {
-        role: _stack(model.layers, shape, jnp.dtype(dtype), rngs)
+        role: build_network(model, shape, dtype, rngs)
         for role, model, shape in S.networks(spec, tuple(data_shape))
     }
 
 
-def _check_dtype(dtype: str) -> None:
-    if jnp.dtype(dtype) == jnp.float64 and not jax.config.jax_enable_x64:
-        # JAX would silently truncate every float64 request to float32
-        raise ValueError("a float64 model needs jax_enable_x64 on (JaxBackend.configure sets it)")
+def activations(model: Stack, x: jax.Array) -> dict[str, jax.Array]:
+    """Every layer's output with dropout off, keyed by spec name in ``spec.walk`` order.
+
+    A separate walk over the same modules, doing what ``Stack.__call__`` does
+    with ``deterministic=True``: the training path is left as it is. A block's
+    own output (``body + shortcut``, the concatenation) comes before the
+    outputs of the layers inside it, as ``walk`` lists them. Sequences are
+    ``[N, steps, features]`` already, the canonical layout.
+    """
+    out: dict[str, jax.Array] = {}
+    _record(model, x, None, out)
+    return out
+
+
+def _record(stack: Stack, x: jax.Array, mask, out: dict[str, jax.Array]):
+    for name in stack.order:
+        layer, inner = stack.layers[name], {}
+        match layer:
+            case Residual():
+                y, mask_out = _record(layer.body, x, mask, inner)
+                y = y + _record(layer.shortcut, x, mask, inner)[0]
+            case Parallel():
+                outs = [_record(b, x, mask, inner) for b in layer.branches]
+                y, mask_out = jnp.concatenate([o for o, _ in outs], axis=-1), outs[0][1]
+            case Stack():
+                raise TypeError(f"{name!r}: a bare Stack has no spec layer to name it")
+            case _:
+                y, mask_out = apply(layer, x, mask, deterministic=True)
+        out[name] = y
+        out.update(inner)
+        x, mask = y, mask_out
+    return x, mask
 
 
 # --------------------------------------------------------------------------- canonical weights
@@ -552,7 +543,7 @@ Path = tuple
 _RENAMED = {"embedding": "embeddings"}
 
 
-def canonical_names(model: Stack) -> dict[Path, str]:
+def bindings(model: Stack) -> dict[Path, str]:
     """Each ``nnx.Param``'s path in the model -> its canonical name.
 
     The spec layer is the deepest ``Stack`` entry on the path; what lies between it
@@ -585,18 +576,42 @@ def to_canonical(params: nnx.State, names: dict[Path, str]) -> Weights:
     return out
 
 
-def get_weights(model: Stack) -> Weights:
-    """Current parameters, canonical names and layouts (numpy copies)."""
-    return to_canonical(nnx.state(model, nnx.Param), canonical_names(model))
+def get_weights(networks: Stack | dict[str, Stack]) -> Weights:
+    """Current parameters of a model or of a task's networks (by role), canonical
+    names and layouts (numpy copies)."""
+    out: Weights = {}
+    for model in [networks] if isinstance(networks, Stack) else networks.values():
+        out.update(to_canonical(nnx.state(model, nnx.Param), bindings(model)))
+    return out
 
 
-def set_weights(model: Stack, weights: Weights) -> None:
-    """Load canonical weights exactly, in the model's parameter dtype.
+def set_weights(networks: Stack | dict[str, Stack], weights: Weights) -> None:
+    """Load canonical weights exactly into a model, or into a task's networks (by
+    role), each in its parameter dtype.
+
+    Raises:
+        ValueError: if a name of ``weights`` belongs to no network, or a network's
+            names or shapes differ from its share of ``weights``.
+    """
+    if isinstance(networks, Stack):
+        _load(networks, weights)
+        return
+    unused = set(weights)
+    for model in networks.values():
+        own = set(bindings(model).values())
+        _load(model, {k: v for k, v in weights.items() if k in own})
+        unused -= own
+    if unused:
+        raise ValueError(f"weights {sorted(unused)} belong to none of the task's networks")
+
+
+def _load(model: Stack, weights: Weights) -> None:
+    """Load one model's canonical weights exactly, in its parameter dtype.
 
     Raises:
         ValueError: if the names or shapes differ from the model's.
     """
-    names = canonical_names(model)
+    names = bindings(model)
     params = {names[path]: var for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param))}
     if set(params) != set(weights):
         raise ValueError(f"weights {sorted(weights)} do not match the model's {sorted(params)}")
@@ -613,19 +628,3 @@ def check_concrete(networks: dict[str, Stack]) -> None:
         for path, value in nnx.to_flat_state(nnx.state(model)):
             if not isinstance(value.get_value(), jax.Array):
                 raise ValueError(f"{role}: {'.'.join(map(str, path))} has no value after loading")
-
-
-def set_task_weights(networks: dict[str, Stack], weights: Weights) -> None:
-    """Load a task's canonical weights (every network's) into its networks.
-
-    Raises:
-        ValueError: if a name of ``weights`` belongs to no network, or a network's
-            names or shapes differ from its share of ``weights``.
-    """
-    unused = set(weights)
-    for model in networks.values():
-        own = set(canonical_names(model).values())
-        set_weights(model, {k: v for k, v in weights.items() if k in own})
-        unused -= own
-    if unused:
-        raise ValueError(f"weights {sorted(unused)} belong to none of the task's networks")

@@ -24,29 +24,10 @@ from flax import nnx
 
 from harness.spec import Optimizer, RecipeSpec
 from impls.jax import layers
+from impls.jax.layers import Path
 
 LossFn = Callable[[jax.Array, jax.Array], jax.Array]
 Traces = dict[str, int]
-Path = tuple
-
-# JAX reports each XLA compilation, with its duration and the function's name
-# ("jit(train_step)"; a primitive's own name in eager mode), as this event
-_BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
-_compiled: collections.Counter[str] = collections.Counter()
-
-
-def _count_compile(event: str, duration: float, **kwargs) -> None:
-    if event == _BACKEND_COMPILE:
-        _compiled[str(kwargs.get("fun_name"))] += 1
-
-
-jax.monitoring.register_event_duration_secs_listener(_count_compile)
-
-
-def compiles(fun_name: str | None = None) -> int:
-    """XLA compilations in this process since this module was imported: of the
-    function JAX names ``fun_name`` (e.g. ``"jit(train_step)"``), or of any."""
-    return _compiled[fun_name] if fun_name is not None else sum(_compiled.values())
 
 
 def _mse(out: jax.Array, y: jax.Array) -> jax.Array:
@@ -120,21 +101,6 @@ def make_optimizer(opt: Optimizer, clip_norm: float | None = None) -> optax.Grad
     return tx
 
 
-def l1_norm(params: nnx.State, weights: frozenset[Path]) -> jax.Array:
-    """``sum |w|`` over the parameters at ``weights`` (paths in ``params``).
-
-    Written ``w * stop_gradient(sign(w))``: the same value (multiplying by +-1 or 0
-    is exact) with the gradient ``sign(w)``, 0 at 0 as the spec says. ``jnp.abs``
-    would give 1 there: JAX differentiates |w| at 0 as the right-hand slope.
-    """
-    total = 0.0  # a weak Python float: the sum keeps the parameters' dtype
-    for path, var in nnx.to_flat_state(params):
-        if path in weights:
-            w = var.get_value() if isinstance(var, nnx.Variable) else var
-            total = total + jnp.sum(w * jax.lax.stop_gradient(jnp.sign(w)))
-    return total
-
-
 @dataclasses.dataclass(frozen=True)
 class Net:
     """One network of the task, as the steps need it: its static graph, and the
@@ -151,18 +117,33 @@ class Net:
         return model(x, deterministic=key is None, rngs=rngs)
 
 
-def _penalized(objective: Callable, l1: float, weights: frozenset[Path]) -> Callable:
+def l1_norm(params: nnx.State, weights: frozenset[Path]) -> jax.Array:
+    """``sum |w|`` over the parameters at ``weights`` (paths in ``params``).
+
+    Written ``w * stop_gradient(sign(w))``: the same value (multiplying by +-1 or 0
+    is exact) with the gradient ``sign(w)``, 0 at 0 as the spec says. ``jnp.abs``
+    would give 1 there: JAX differentiates |w| at 0 as the right-hand slope.
+    """
+    total = 0.0  # a weak Python float: the sum keeps the parameters' dtype
+    for path, var in nnx.to_flat_state(params):
+        if path in weights:
+            w = var.get_value() if isinstance(var, nnx.Variable) else var
+            total = total + jnp.sum(w * jax.lax.stop_gradient(jnp.sign(w)))
+    return total
+
+
+def add_l1(objective: Callable, l1: float, weights: frozenset[Path]) -> Callable:
     """``objective(params, ...) + l1 * sum |w|``; the objective itself when l1 is 0."""
     if not l1:
         return objective
 
-    def with_l1(params, *args, **kwargs):
+    def penalized(params, *args, **kwargs):
         return objective(params, *args, **kwargs) + l1 * l1_norm(params, weights)
 
-    return with_l1
+    return penalized
 
 
-def _for_mode(fn: Callable, mode: str, traces: Traces, name: str, donate=()) -> Callable:
+def compile_for_mode(fn: Callable, mode: str, traces: Traces, name: str, donate=()) -> Callable:
     """``fn`` as is in eager mode; ``jax.jit(fn)`` in graph mode, counting traces."""
     if mode == "eager":
         return fn
@@ -182,14 +163,14 @@ def _for_mode(fn: Callable, mode: str, traces: Traces, name: str, donate=()) -> 
 # --------------------------------------------------------------------------- supervised
 
 
-def _objective(net: Net, r: RecipeSpec) -> Callable:
+def objective(net: Net, r: RecipeSpec) -> Callable:
     """``(params, x, y, key=None) -> loss`` of the recipe, l1 term included."""
     loss = loss_fn(r.loss, r.label_smoothing)
 
-    def objective(params, x, y, key=None):
+    def forward_loss(params, x, y, key=None):
         return loss(net(params, x, key=key), y)
 
-    return _penalized(objective, r.l1, net.weights)
+    return add_l1(forward_loss, r.l1, net.weights)
 
 
 def make_train_step(
@@ -201,16 +182,16 @@ def make_train_step(
     mode the params, optimizer state and key buffers are donated, as JAX
     recommends for state that a step replaces: XLA may update them in place.
     """
-    objective = _objective(net, r)
+    forward_loss = objective(net, r)
 
     def train_step(params, opt_state, key, x, y):
         key, dropout_key = jax.random.split(key)
         p = params["model"]
-        loss, grads = jax.value_and_grad(objective)(p, x, y, dropout_key)
+        loss, grads = jax.value_and_grad(forward_loss)(p, x, y, dropout_key)
         updates, opt = tx.update(grads, opt_state["model"], p)
         return {"model": optax.apply_updates(p, updates)}, {"model": opt}, key, loss
 
-    return _for_mode(train_step, mode, traces, "train_step", donate=(0, 1, 2))
+    return compile_for_mode(train_step, mode, traces, "train_step", donate=(0, 1, 2))
 
 
 def make_predict(net: Net, role: str, mode: str, traces: Traces) -> Callable:
@@ -219,7 +200,18 @@ def make_predict(net: Net, role: str, mode: str, traces: Traces) -> Callable:
     def predict(params, x):
         return net(params[role], x)
 
-    return _for_mode(predict, mode, traces, "predict")
+    return compile_for_mode(predict, mode, traces, "predict")
+
+
+def make_loss_and_grads(net: Net, r: RecipeSpec, mode: str, traces: Traces) -> Callable:
+    """``(params, x, y) -> (loss, grads)`` with dropout off; grads shaped like params."""
+    grad_fn = jax.value_and_grad(objective(net, r))
+
+    def loss_and_grads(params, x, y):
+        loss, grads = grad_fn(params["model"], x, y)
+        return loss, {"model": grads}
+
+    return compile_for_mode(loss_and_grads, mode, traces, "loss_and_grads")
 
 
 def make_activations(
@@ -240,7 +232,7 @@ def make_activations(
             x = outs[model.order[-1]]  # the network's output: its last top-level layer's
         return outs
 
-    fn = _for_mode(activations, mode, traces, "activations")
+    fn = compile_for_mode(activations, mode, traces, "activations")
 
     def in_walk_order(params, x):
         outs = fn(params, x)
@@ -251,21 +243,10 @@ def make_activations(
     return in_walk_order
 
 
-def make_loss_and_grads(net: Net, r: RecipeSpec, mode: str, traces: Traces) -> Callable:
-    """``(params, x, y) -> (loss, grads)`` with dropout off; grads shaped like params."""
-    grad_fn = jax.value_and_grad(_objective(net, r))
-
-    def loss_and_grads(params, x, y):
-        loss, grads = grad_fn(params["model"], x, y)
-        return loss, {"model": grads}
-
-    return _for_mode(loss_and_grads, mode, traces, "loss_and_grads")
-
-
 # --------------------------------------------------------------------------- gan
 
 
-def _gan_losses(g: Net, d: Net, r: RecipeSpec):
+def gan_objectives(g: Net, d: Net, r: RecipeSpec):
     """The two objectives of a gan, l1 terms included.
 
     ``d_objective(d_params, x, fake, keys)``: ``mean BCE(D(x), 1) + mean
@@ -287,7 +268,7 @@ def _gan_losses(g: Net, d: Net, r: RecipeSpec):
         logits = d(dp, fake, key=key)
         return bce(logits, jnp.ones_like(logits))
 
-    return _penalized(d_objective, r.l1, d.weights), g_objective
+    return add_l1(d_objective, r.l1, d.weights), g_objective
 
 
 def _generator_grads(g: Net, r: RecipeSpec, gp, g_vjp, g_objective, fake, *args):
@@ -315,7 +296,7 @@ def make_gan_train_step(
     taken before its own update. One function: in graph mode both updates are
     one jitted program, the buffers donated as in the supervised step.
     """
-    d_objective, g_objective = _gan_losses(g, d, r)
+    d_objective, g_objective = gan_objectives(g, d, r)
 
     def train_step(params, opt_state, key, x, z):
         key, g_key, real_key, fake_key, judge_key = jax.random.split(key, 5)
@@ -329,14 +310,14 @@ def make_gan_train_step(
         params = {"generator": optax.apply_updates(gp, updates), "discriminator": dp}
         return params, {"generator": g_opt, "discriminator": d_opt}, key, (d_loss, g_loss)
 
-    return _for_mode(train_step, mode, traces, "train_step", donate=(0, 1, 2))
+    return compile_for_mode(train_step, mode, traces, "train_step", donate=(0, 1, 2))
 
 
 def make_gan_loss_and_grads(g: Net, d: Net, r: RecipeSpec, mode: str, traces: Traces) -> Callable:
     """``(params, x, z) -> (d_loss, grads)`` at the current weights, dropout off:
     the discriminator's gradients of its loss and the generator's of its loss
     (against the current discriminator)."""
-    d_objective, g_objective = _gan_losses(g, d, r)
+    d_objective, g_objective = gan_objectives(g, d, r)
 
     def loss_and_grads(params, x, z):
         gp, dp = params["generator"], params["discriminator"]
@@ -345,4 +326,26 @@ def make_gan_loss_and_grads(g: Net, d: Net, r: RecipeSpec, mode: str, traces: Tr
         _, g_grads = _generator_grads(g, r, gp, g_vjp, g_objective, fake, dp)
         return d_loss, {"generator": g_grads, "discriminator": d_grads}
 
-    return _for_mode(loss_and_grads, mode, traces, "loss_and_grads")
+    return compile_for_mode(loss_and_grads, mode, traces, "loss_and_grads")
+
+
+# --------------------------------------------------------------------------- counters
+
+# JAX reports each XLA compilation, with its duration and the function's name
+# ("jit(train_step)"; a primitive's own name in eager mode), as this event
+_BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
+_compiled: collections.Counter[str] = collections.Counter()
+
+
+def _count_compile(event: str, duration: float, **kwargs) -> None:
+    if event == _BACKEND_COMPILE:
+        _compiled[str(kwargs.get("fun_name"))] += 1
+
+
+jax.monitoring.register_event_duration_secs_listener(_count_compile)
+
+
+def compiles(fun_name: str | None = None) -> int:
+    """XLA compilations in this process since this module was imported: of the
+    function JAX names ``fun_name`` (e.g. ``"jit(train_step)"``), or of any."""
+    return _compiled[fun_name] if fun_name is not None else sum(_compiled.values())

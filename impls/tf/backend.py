@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -12,8 +11,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from harness.backend import Batch, Options, Weights, matmul_operands
-from harness.spec import ModelSpec, RecipeSpec, TaskSpec, networks
+from harness.backend import Batch, Options, Weights, matmul_operands, matmul_rate
+from harness.spec import RecipeSpec, TaskSpec, networks, walk
 from impls.tf import declare, layers, train
 
 
@@ -117,23 +116,28 @@ class TFBackend:
         gan = recipe.kind == "gan"
         # seeds Keras' own initializers, so a native-init run is reproducible too
         keras.utils.set_random_seed(recipe.seed)
-        nets, binds, names = [], [], []
+        # XLA cannot compile cuDNN's fused GRU / LSTM kernels: Keras' own loop there
+        use_cudnn = False if opts.mode == "xla" else "auto"
         with tf.device(self._device):
-            for role, model_spec, shape in networks(spec, input_shape):
-                name = spec.name if role == "model" else f"{spec.name}_{role}"
-                net, net_binds = _build_net(model_spec, shape, recipe, opts, name)
+            models = layers.build_networks(spec, input_shape, opts.dtype, use_cudnn)
+            if weights is not None:
+                layers.set_weights(models, weights)
+            nets, binds = [], []
+            for model in models.values():
+                net, net_binds = _net(model, recipe, opts)
                 nets.append(net)
                 binds += net_binds
-                names.append(layers.spec_layer_names(model_spec.layers))
-            if weights is not None:
-                layers.load(binds, weights)
+        names = [
+            [layer.name for layer, _, _ in walk(model_spec.layers, shape)]
+            for _, model_spec, shape in networks(spec, input_shape)
+        ]
         if gan:
             gen, disc = nets
             train_fn = train.make_gan_train_step(gen, disc, recipe, opts.dtype, opts.mode)
-            grad_fn = train.make_gan_grad_step(gen, disc, recipe, opts.dtype, opts.mode)
+            grad_fn = train.make_gan_loss_and_grads(gen, disc, recipe, opts.dtype, opts.mode)
         else:
             train_fn = train.make_train_step(nets[0], recipe, opts.dtype, opts.mode)
-            grad_fn = train.make_grad_step(nets[0], recipe, opts.dtype, opts.mode)
+            grad_fn = train.make_loss_and_grads(nets[0], recipe, opts.dtype, opts.mode)
         return TFState(
             nets=nets,
             mode=opts.mode,
@@ -173,7 +177,7 @@ class TFBackend:
         with tf.device(state.device):
             loss, grads = state.grad_fn(*self._tensors(state, batch))
         # canonical layouts: a GRU's gradients get its weights' gate permutation
-        return float(loss), layers.canonical(state.bindings, grads)
+        return float(loss), layers.to_canonical(state.bindings, grads)
 
     def activations(self, state: TFState, x: np.ndarray) -> dict[str, np.ndarray]:
         """Every spec layer's output for ``x`` (dropout off), keyed by layer name; a
@@ -201,7 +205,7 @@ class TFBackend:
         return out
 
     def get_weights(self, state: TFState) -> Weights:
-        return layers.canonical(state.bindings, [b.variable for b in state.bindings])
+        return layers.to_canonical(state.bindings, [b.variable for b in state.bindings])
 
     def param_count(self, state: TFState) -> int:
         return sum(
@@ -211,30 +215,6 @@ class TFBackend:
     def sync(self, state: TFState) -> None:
         tf.test.experimental.sync_devices()
 
-    def matmul_flops(self, n: int, repeats: int = 10) -> float:
-        """FLOP/s of an ``n x n`` float32 matmul on the cell's device: ``tf.matmul`` in
-        eager mode, a ``tf.function`` of it in graph mode (``jit_compile=True`` in xla),
-        as the training step runs; 3 warm-up calls, then the median of ``repeats``, each
-        synced by ``sync_devices`` (a CPU op is done when it returns; a GPU's is queued).
-        The ``tf.function`` is made once, so a call after the first with the same ``n``
-        retraces nothing (the bench worker calls this after every turn)."""
-        mode = self._options.mode
-        if self._matmul is None:
-            self._matmul = (
-                tf.matmul if mode == "eager" else tf.function(tf.matmul, jit_compile=mode == "xla")
-            )
-        matmul = self._matmul
-        with tf.device(self._device):
-            a, b = (tf.constant(m) for m in matmul_operands(n))
-            times = []
-            for i in range(3 + repeats):
-                t0 = time.perf_counter()
-                matmul(a, b)
-                tf.test.experimental.sync_devices()
-                if i >= 3:
-                    times.append(time.perf_counter() - t0)
-        return 2 * n**3 / float(np.median(times))
-
     def stats(self, state: TFState) -> dict[str, Any]:
         """Threads and trace counts (see the comments for each).
 
@@ -243,7 +223,7 @@ class TFBackend:
         ``tf.function`` has no graph breaks (AutoGraph converts the whole Python
         function; what it cannot convert runs once, at trace time, or raises).
         """
-        threads, threads_by = intra_op_threads()
+        threads, threads_by = pool_threads()
         out: dict[str, Any] = {
             # the intra-op pool, which runs the ops' kernels (Eigen, oneDNN) and XLA's
             # CPU code; the runner sets inter-op to 1 when it sets threads
@@ -260,34 +240,53 @@ class TFBackend:
             out["gpu_peak_bytes"] = tf.config.experimental.get_memory_info("GPU:0")["peak"]
         return out
 
+    def matmul_flops(self, n: int, repeats: int = 10) -> float:
+        """FLOP/s of an ``n x n`` float32 matmul on the cell's device, timed by
+        ``harness.backend.matmul_rate``: ``tf.matmul`` in eager mode, a
+        ``tf.function`` of it in graph mode (``jit_compile=True`` in xla), as the
+        training step runs; each call synced by ``sync_devices`` (a CPU op is done
+        when it returns; a GPU's is queued). The ``tf.function`` is made once, so a
+        call after the first with the same ``n`` retraces nothing (the bench worker
+        calls this after every turn)."""
+        mode = self._options.mode
+        if self._matmul is None:
+            self._matmul = (
+                tf.matmul if mode == "eager" else tf.function(tf.matmul, jit_compile=mode == "xla")
+            )
+        matmul = self._matmul
+        with tf.device(self._device):
+            a, b = (tf.constant(m) for m in matmul_operands(n))
 
-def _build_net(
-    model_spec: ModelSpec, shape: tuple[int, ...], recipe: RecipeSpec, opts: Options, name: str
+            def run() -> None:
+                matmul(a, b)
+                tf.test.experimental.sync_devices()
+
+            return matmul_rate(run, n, repeats)
+
+
+def _net(
+    model: keras.Model, recipe: RecipeSpec, opts: Options
 ) -> tuple[train.Net, list[layers.Binding]]:
-    """One network (inside the build's tf.device), its optimizer, and its bindings."""
-    # XLA cannot compile cuDNN's fused GRU / LSTM kernels: Keras' own loop there
-    use_cudnn = False if opts.mode == "xla" else "auto"
-    model = layers.build_network(model_spec, shape, opts.dtype, recipe.seed, use_cudnn, name)
+    """One network (inside the build's tf.device) with its optimizer, and its bindings."""
     binds = layers.bindings(model)
     variables = [b.variable for b in binds]
     # the steps train the bound variables: one a binding missed would never move
     if {id(v) for v in variables} != {id(v) for v in model.trainable_variables}:
-        raise AssertionError(f"{name}: layers.bindings misses trainable variables")
+        raise AssertionError(f"{model.name}: layers.bindings misses trainable variables")
     optimizer = train.make_optimizer(recipe.optimizer, opts.dtype)
     # its slots exist before the first trace, so no variable is made inside one
     optimizer.build(variables)
     return train.Net(model, optimizer, variables, layers.penalized(binds)), binds
 
 
-def intra_op_threads() -> tuple[int, str]:
+def pool_threads() -> tuple[int, str]:
     """TensorFlow's intra-op thread count, and how it was read.
 
     ``tf.config.threading.get_intra_op_parallelism_threads()`` is 0 unless set; the
     CPU device's pool (tensorflow/core/common_runtime/local_device.cc) then takes
     ``TF_NUM_INTRAOP_THREADS``, else ``port::MaxParallelism()``: the CPUs this process
-    may run on (its affinity mask). Counted on a 2-CPU machine (threads that the
-    first op starts, /proc/self/task): 2 by default, 1 when set to 1, 3 with
-    TF_NUM_INTRAOP_THREADS=3; XLA's CPU pool (``tf_XLAEigen``) follows the same.
+    may run on (its affinity mask). XLA's CPU pool (``tf_XLAEigen``) takes the same
+    count.
     """
     configured = tf.config.threading.get_intra_op_parallelism_threads()
     if configured > 0:

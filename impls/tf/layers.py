@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
+from harness.backend import Weights
 from harness.spec import (
     RECURRENT,
     AvgPool2D,
@@ -49,12 +50,13 @@ from harness.spec import (
     Sigmoid,
     Softmax,
     Tanh,
+    TaskSpec,
     is_weight,
+    networks,
 )
 
-Weights = dict[str, np.ndarray]
 _PARAMS = ("kernel", "bias")
-RNN_PARAMS = ("kernel", "recurrent_kernel", "bias")
+_RNN_PARAMS = ("kernel", "recurrent_kernel", "bias")
 _RNN_CLASSES = {"rnn": keras.layers.SimpleRNN, "gru": keras.layers.GRU, "lstm": keras.layers.LSTM}
 
 
@@ -173,7 +175,7 @@ def _recurrent(layer, dtype: str, use_cudnn: bool | str) -> keras.layers.Layer:
     return bi
 
 
-def _keras_layer(layer: Layer, dtype: str, seed: int) -> keras.layers.Layer:
+def _layer(layer: Layer, dtype: str, seed: int) -> keras.layers.Layer:
     """One Keras layer for a plain spec layer. Every layer gets the run's dtype:
     a float32 layer would quietly cast a float64 activation down."""
     common = {"name": layer.name, "dtype": dtype}
@@ -240,7 +242,7 @@ def _global_pool(layer: Layer, rank: int, masked: bool, dtype: str) -> keras.lay
     return MaskedGlobalPooling(op, **common)
 
 
-def _apply(layers: tuple[Layer, ...], x, mask, shape: Shape, opts: dict):
+def _sequence(layers: tuple[Layer, ...], x, mask, shape: Shape, opts: dict):
     """Wire ``layers`` onto the symbolic tensor ``x`` whose padded steps are False in
     ``mask`` (None: no padding); returns (tensor, mask, shape). ``opts``: dtype,
     seed and use_cudnn."""
@@ -248,12 +250,12 @@ def _apply(layers: tuple[Layer, ...], x, mask, shape: Shape, opts: dict):
     for layer in layers:
         expected = layer.out_shape(shape)
         if isinstance(layer, Residual):
-            body, mask_body, _ = _apply(layer.body, x, mask, shape, opts)
-            short, _, _ = _apply(layer.shortcut, x, mask, shape, opts)
+            body, mask_body, _ = _sequence(layer.body, x, mask, shape, opts)
+            short, _, _ = _sequence(layer.shortcut, x, mask, shape, opts)
             x = keras.layers.Add(name=layer.name, dtype=dtype)([body, short])
             mask = mask_body
         elif isinstance(layer, Parallel):
-            outs = [_apply(branch, x, mask, shape, opts) for branch in layer.branches]
+            outs = [_sequence(branch, x, mask, shape, opts) for branch in layer.branches]
             x = keras.layers.Concatenate(axis=-1, name=layer.name, dtype=dtype)(
                 [out for out, _, _ in outs]
             )
@@ -261,7 +263,7 @@ def _apply(layers: tuple[Layer, ...], x, mask, shape: Shape, opts: dict):
         elif isinstance(layer, Embedding):
             # padding false: unpadded windows (a language model), no mask
             mask = PaddingMask(name=f"{layer.name}.mask")(x) if layer.padding else None
-            x = _keras_layer(layer, dtype, opts["seed"])(x)
+            x = _layer(layer, dtype, opts["seed"])(x)
         elif layer.type in RECURRENT:
             rnn = _recurrent(layer, dtype, opts["use_cudnn"])
             x = rnn(x) if mask is None else rnn(x, mask=mask)
@@ -272,7 +274,7 @@ def _apply(layers: tuple[Layer, ...], x, mask, shape: Shape, opts: dict):
             x = pool(x) if mask is None else pool(x, mask=mask)
             mask = None
         else:
-            x = _keras_layer(layer, dtype, opts["seed"])(x)
+            x = _layer(layer, dtype, opts["seed"])(x)
             if isinstance(layer, Conv1D) and mask is not None and layer.kernel > 1:
                 # the spec allows only valid, stride-1 conv1d on a padded sequence
                 mask = ShiftMask(layer.kernel, name=f"{layer.name}.mask")(mask)
@@ -315,8 +317,42 @@ def build_network(
     """
     inputs = keras.Input(shape=tuple(input_shape), dtype=input_dtype(model, dtype), name="x")
     opts = {"dtype": dtype, "seed": seed, "use_cudnn": use_cudnn}
-    outputs, _, _ = _apply(model.layers, inputs, None, tuple(input_shape), opts)
+    outputs, _, _ = _sequence(model.layers, inputs, None, tuple(input_shape), opts)
     return keras.Model(inputs, outputs, name=name)
+
+
+def build_networks(
+    spec: TaskSpec,
+    input_shape: Shape,
+    dtype: str = "float32",
+    use_cudnn: bool | str = "auto",
+) -> dict[str, keras.Model]:
+    """Every network the task trains, keyed by role (``harness.spec.networks``), each
+    as ``build_network`` builds it: the model named after the task, a gan's networks
+    ``<task>_generator`` and ``<task>_discriminator``; ``recipe.seed`` seeds dropout."""
+    return {
+        role: build_network(
+            model,
+            shape,
+            dtype,
+            spec.recipe.seed,
+            use_cudnn,
+            name=spec.name if role == "model" else f"{spec.name}_{role}",
+        )
+        for role, model, shape in networks(spec, tuple(input_shape))
+    }
+
+
+def activation_model(model: keras.Model, names: list[str]) -> keras.Model:
+    """A second functional model over ``model``'s own layers that outputs the
+    output of each layer in ``names``, as a dict keyed by name (a list of one
+    output would come back unwrapped). Every spec layer, blocks included, has a
+    Keras layer of its name: a residual block is its ``Add``, a parallel block its
+    ``Concatenate``. It shares the layers and their variables, and leaves ``model``
+    and the steps compiled from it as they are.
+    """
+    outputs = {name: model.get_layer(name).output for name in names}
+    return keras.Model(model.input, outputs, name=f"{model.name}_activations")
 
 
 # --------------------------------------------------------------------------- weights
@@ -351,7 +387,7 @@ def swap_gru_gates(a: np.ndarray) -> np.ndarray:
 def _cell_bindings(cell, gru: bool, prefix: str) -> list[Binding]:
     """A recurrent cell's kernel, recurrent_kernel and bias(es) under ``prefix``."""
     if not gru:  # SimpleRNN and LSTM (i, f, c, o): the canonical layouts
-        return [_plain(getattr(cell, key), f"{prefix}{key}") for key in RNN_PARAMS]
+        return [_plain(getattr(cell, key), f"{prefix}{key}") for key in _RNN_PARAMS]
     return [
         Binding(cell.kernel, (f"{prefix}kernel",), lambda a: (swap_gru_gates(a),), swap_gru_gates),
         Binding(
@@ -388,7 +424,7 @@ def bindings(model: keras.Model) -> list[Binding]:
     return out
 
 
-def canonical(binds: list[Binding], values) -> Weights:
+def to_canonical(binds: list[Binding], values) -> Weights:
     """Arrays (variable values or their gradients, one per binding) as canonical weights."""
     out: Weights = {}
     for bind, value in zip(binds, values, strict=True):
@@ -397,14 +433,14 @@ def canonical(binds: list[Binding], values) -> Weights:
     return out
 
 
-def load(binds: list[Binding], weights: Weights) -> None:
+def _load(binds: list[Binding], weights: Weights) -> None:
     """Load canonical weights into the variables of ``binds`` exactly (cast to each
     variable's dtype).
 
     Raises:
         ValueError: the names or shapes do not match the bindings' parameters.
     """
-    expected = canonical(binds, [np.zeros(b.variable.shape) for b in binds])
+    expected = to_canonical(binds, [np.zeros(b.variable.shape) for b in binds])
     if set(expected) != set(weights):
         raise ValueError(
             f"weights do not match the model: missing {sorted(set(expected) - set(weights))}, "
@@ -420,9 +456,21 @@ def load(binds: list[Binding], weights: Weights) -> None:
         bind.variable.assign(np.asarray(value, dtype=bind.variable.dtype))
 
 
-def set_weights(model: keras.Model, weights: Weights) -> None:
-    """Load canonical weights into ``model`` exactly; see load."""
-    load(bindings(model), weights)
+def _task_bindings(networks: keras.Model | dict[str, keras.Model]) -> list[Binding]:
+    models = [networks] if isinstance(networks, keras.Model) else networks.values()
+    return [bind for model in models for bind in bindings(model)]
+
+
+def get_weights(networks: keras.Model | dict[str, keras.Model]) -> Weights:
+    """Current parameters of a model or of a task's networks (by role), canonical
+    names and layouts, in their dtype."""
+    binds = _task_bindings(networks)
+    return to_canonical(binds, [b.variable for b in binds])
+
+
+def set_weights(networks: keras.Model | dict[str, keras.Model], weights: Weights) -> None:
+    """Load canonical weights exactly into a model or a task's networks (by role)."""
+    _load(_task_bindings(networks), weights)
 
 
 def penalized(binds: list[Binding]) -> list[keras.Variable]:
@@ -437,31 +485,3 @@ def penalized(binds: list[Binding]) -> list[keras.Variable]:
         if kinds == {True}:
             out.append(bind.variable)
     return out
-
-
-def get_weights(model: keras.Model) -> Weights:
-    """The model's current parameters, canonical names and layouts, in its dtype."""
-    binds = bindings(model)
-    return canonical(binds, [b.variable for b in binds])
-
-
-def spec_layer_names(layers: tuple[Layer, ...]) -> list[str]:
-    """Every spec layer's name, depth first, in ``harness.spec.walk``'s order."""
-    names = []
-    for layer in layers:
-        names.append(layer.name)
-        for seq in layer.children():
-            names.extend(spec_layer_names(tuple(seq)))
-    return names
-
-
-def activation_model(model: keras.Model, names: list[str]) -> keras.Model:
-    """A second functional model over ``model``'s own layers that outputs the
-    output of each layer in ``names``, as a dict keyed by name (a list of one
-    output would come back unwrapped). Every spec layer, blocks included, has a
-    Keras layer of its name: a residual block is its ``Add``, a parallel block its
-    ``Concatenate``. It shares the layers and their variables, and leaves ``model``
-    and the steps compiled from it as they are.
-    """
-    outputs = {name: model.get_layer(name).output for name in names}
-    return keras.Model(model.input, outputs, name=f"{model.name}_activations")

@@ -168,35 +168,6 @@ def make_optimizer(opt: Optimizer, dtype: str = "float32") -> keras.optimizers.O
     raise ValueError(f"unknown optimizer {opt.name!r}")
 
 
-def compile_step(fn: Callable, mode: str) -> Callable:
-    """``fn`` as the mode runs it: itself, a ``tf.function``, or one compiled by XLA."""
-    if mode == "eager":
-        return fn
-    if mode in ("graph", "xla"):
-        return tf.function(fn, jit_compile=mode == "xla")
-    raise ValueError(f"unknown mode {mode!r}; the tf backend has eager, graph, xla")
-
-
-def tracing_count(fn: Callable) -> int:
-    """How many times TensorFlow traced ``fn`` (``tf.function``'s own counter: one
-    per new input signature); 0 for a plain Python function (eager mode)."""
-    counter = getattr(fn, "experimental_get_tracing_count", None)
-    return counter() if counter is not None else 0
-
-
-def dense(grads: list) -> list[tf.Tensor]:
-    """Gradients as dense tensors.
-
-    An embedding's gradient comes from its ``tf.gather`` as ``tf.IndexedSlices``:
-    one row per token *occurrence*, duplicates not summed. Keras' optimizers apply
-    it slice by slice (``scatter_add``), and its ops on slices act per slice, so
-    Adam's ``square(g)`` would sum the squares of a repeated token's gradients
-    instead of squaring their sum (and rows absent from the batch would skip the
-    moments' decay). The spec's Adam, as PyTorch's and optax's, is dense.
-    """
-    return [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
-
-
 @dataclass(frozen=True)
 class Net:
     """One network a task trains, with what its steps need.
@@ -213,14 +184,32 @@ class Net:
     penalized: list
 
 
+def l1_norm(variables: list) -> tf.Tensor:
+    """``sum |w|`` over ``variables``; the gradient of ``tf.abs`` is ``sign(w)``, 0 at
+    w = 0, as the spec says."""
+    return tf.add_n([tf.reduce_sum(tf.abs(v.value)) for v in variables])
+
+
 def add_l1(value: tf.Tensor, net: Net, l1: float) -> tf.Tensor:
     """``value + l1 * sum |w|`` over the network's weights; ``value`` itself when l1
-    is 0 (no op added to the graph). The gradient of ``tf.abs`` is ``sign(w)``: 0 at
-    w = 0, as the spec says."""
+    is 0 (no op added to the graph)."""
     if not l1 or not net.penalized:
         return value
     # l1 is a Python float: multiplying a float64 tensor converts it exactly
-    return value + l1 * tf.add_n([tf.reduce_sum(tf.abs(v.value)) for v in net.penalized])
+    return value + l1 * l1_norm(net.penalized)
+
+
+def dense(grads: list) -> list[tf.Tensor]:
+    """Gradients as dense tensors.
+
+    An embedding's gradient comes from its ``tf.gather`` as ``tf.IndexedSlices``:
+    one row per token *occurrence*, duplicates not summed. Keras' optimizers apply
+    it slice by slice (``scatter_add``), and its ops on slices act per slice, so
+    Adam's ``square(g)`` would sum the squares of a repeated token's gradients
+    instead of squaring their sum (and rows absent from the batch would skip the
+    moments' decay). The spec's Adam, as PyTorch's and optax's, is dense.
+    """
+    return [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
 
 
 def clip_by_global_norm(grads: list[tf.Tensor], clip_norm: float) -> list[tf.Tensor]:
@@ -229,7 +218,7 @@ def clip_by_global_norm(grads: list[tf.Tensor], clip_norm: float) -> list[tf.Ten
     The exact factor, not Keras' ``global_clipnorm``: its ``clip_by_global_norm``
     computes ``c * min(1/||g||, 1/c)``, two roundings more (``49 * (1/49)`` is
     ``1 - 2**-53``: it can scale an unclipped gradient), and inside ``apply``, on
-    gradients that already hold the coupled weight decay (see update), which the
+    gradients that already hold the coupled weight decay (see apply_gradients), which the
     spec adds after clipping. Nor torch's ``clip_grad_norm_``: ``c / (||g|| + 1e-6)``.
     A zero norm gives ``c / 0 = inf`` and the factor 1.
     """
@@ -238,7 +227,7 @@ def clip_by_global_norm(grads: list[tf.Tensor], clip_norm: float) -> list[tf.Ten
     return [g * factor for g in grads]
 
 
-def update(net: Net, grads: list, recipe: RecipeSpec) -> None:
+def apply_gradients(net: Net, grads: list, recipe: RecipeSpec) -> None:
     """One optimizer step of ``net`` on the gradients of its objective (l1 included):
     clip them (recipe.clip_norm), add the coupled weight decay of sgd / adam
     (``g + wd * p``, torch.optim's weight_decay; Keras' own weight_decay argument is
@@ -253,18 +242,37 @@ def update(net: Net, grads: list, recipe: RecipeSpec) -> None:
     net.optimizer.apply(grads, net.variables)
 
 
+def compile_for_mode(fn: Callable, mode: str) -> Callable:
+    """``fn`` as the mode runs it: itself, a ``tf.function``, or one compiled by XLA."""
+    if mode == "eager":
+        return fn
+    if mode in ("graph", "xla"):
+        return tf.function(fn, jit_compile=mode == "xla")
+    raise ValueError(f"unknown mode {mode!r}; the tf backend has eager, graph, xla")
+
+
+def objective(net: Net, recipe: RecipeSpec, dtype: str) -> Callable:
+    """``(x, y, training) -> loss(y, model(x)) + l1 * sum |w|``: what the step minimizes."""
+    loss = loss_fn(recipe.loss, dtype, recipe.label_smoothing)
+
+    def value(x: tf.Tensor, y: tf.Tensor, training: bool) -> tf.Tensor:
+        return add_l1(loss(y, net.model(x, training=training)), net, recipe.l1)
+
+    return value
+
+
 def make_train_step(net: Net, recipe: RecipeSpec, dtype: str, mode: str) -> Step:
     """One optimizer step on (x, y); returns the loss (l1 term included) computed
     before the update. Call it with tensors of a fixed shape so it traces once."""
-    loss = loss_fn(recipe.loss, dtype, recipe.label_smoothing)
+    forward_loss = objective(net, recipe, dtype)
 
     def train_step(x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
         with tf.GradientTape() as tape:
-            value = add_l1(loss(y, net.model(x, training=True)), net, recipe.l1)
-        update(net, tape.gradient(value, net.variables), recipe)
+            value = forward_loss(x, y, training=True)
+        apply_gradients(net, tape.gradient(value, net.variables), recipe)
         return value
 
-    return compile_step(train_step, mode)
+    return compile_for_mode(train_step, mode)
 
 
 def make_predict(model: keras.Model, mode: str) -> Callable:
@@ -273,45 +281,48 @@ def make_predict(model: keras.Model, mode: str) -> Callable:
     def predict(x: tf.Tensor) -> tf.Tensor:
         return model(x, training=False)
 
-    return compile_step(predict, mode)
+    return compile_for_mode(predict, mode)
 
 
-def make_grad_step(net: Net, recipe: RecipeSpec, dtype: str, mode: str) -> Callable:
+def make_loss_and_grads(net: Net, recipe: RecipeSpec, dtype: str, mode: str) -> Callable:
     """(loss, gradients w.r.t. ``net.variables``) in inference mode, without an update;
     the loss has the l1 term, the gradients are not clipped (clipping is the step's)."""
-    loss = loss_fn(recipe.loss, dtype, recipe.label_smoothing)
+    forward_loss = objective(net, recipe, dtype)
 
-    def grad_step(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor]]:
+    def loss_and_grads(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor]]:
         with tf.GradientTape() as tape:
-            value = add_l1(loss(y, net.model(x, training=False)), net, recipe.l1)
+            value = forward_loss(x, y, training=False)
         return value, dense(tape.gradient(value, net.variables))
 
-    return compile_step(grad_step, mode)
+    return compile_for_mode(loss_and_grads, mode)
 
 
 # --------------------------------------------------------------------------- gan
 
 
-class _GanLosses:
-    """A gan's two objectives on logits, each plus its own network's l1 term.
+def gan_objectives(
+    gen: Net, disc: Net, recipe: RecipeSpec, dtype: str
+) -> tuple[Callable, Callable]:
+    """A gan's two objectives on logits, each plus its own network's l1 term:
 
-    ``discriminator``: ``mean BCE(D(x), 1) + mean BCE(D(fake), 0)``, a sum of two
-    means; ``generator``: ``mean BCE(D(fake), 1)``, the non-saturating loss.
+    - ``d_objective(x, fake, training)``: ``mean BCE(D(x), 1) + mean BCE(D(fake), 0)``,
+      a sum of two means;
+    - ``g_objective(fake, training)``: ``mean BCE(D(fake), 1)``, the non-saturating
+      loss, with D as it is when called.
     """
+    bce = loss_fn("binary_cross_entropy", dtype)
 
-    def __init__(self, gen: Net, disc: Net, recipe: RecipeSpec, dtype: str) -> None:
-        self.gen, self.disc, self.l1 = gen, disc, recipe.l1
-        self.bce = loss_fn("binary_cross_entropy", dtype)
+    def d_objective(x: tf.Tensor, fake: tf.Tensor, training: bool) -> tf.Tensor:
+        real = disc.model(x, training=training)
+        judged = disc.model(fake, training=training)
+        value = bce(tf.ones_like(real), real) + bce(tf.zeros_like(judged), judged)
+        return add_l1(value, disc, recipe.l1)
 
-    def discriminator(self, x: tf.Tensor, fake: tf.Tensor, training: bool) -> tf.Tensor:
-        real = self.disc.model(x, training=training)
-        judged = self.disc.model(fake, training=training)
-        value = self.bce(tf.ones_like(real), real) + self.bce(tf.zeros_like(judged), judged)
-        return add_l1(value, self.disc, self.l1)
+    def g_objective(fake: tf.Tensor, training: bool) -> tf.Tensor:
+        judged = disc.model(fake, training=training)
+        return add_l1(bce(tf.ones_like(judged), judged), gen, recipe.l1)
 
-    def generator(self, fake: tf.Tensor, training: bool) -> tf.Tensor:
-        judged = self.disc.model(fake, training=training)
-        return add_l1(self.bce(tf.ones_like(judged), judged), self.gen, self.l1)
+    return d_objective, g_objective
 
 
 def make_gan_train_step(gen: Net, disc: Net, recipe: RecipeSpec, dtype: str, mode: str) -> Step:
@@ -324,34 +335,46 @@ def make_gan_train_step(gen: Net, disc: Net, recipe: RecipeSpec, dtype: str, mod
     The reads of D's variables there come after its update in graph modes too:
     tf.function orders stateful ops on a resource as the Python code does.
     """
-    losses = _GanLosses(gen, disc, recipe, dtype)
+    d_objective, g_objective = gan_objectives(gen, disc, recipe, dtype)
 
     def gan_step(x: tf.Tensor, z: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         with tf.GradientTape() as g_tape:
             fake = gen.model(z, training=True)
             with g_tape.stop_recording():
                 with tf.GradientTape() as d_tape:
-                    d_loss = losses.discriminator(x, fake, training=True)
-                update(disc, d_tape.gradient(d_loss, disc.variables), recipe)
-            g_loss = losses.generator(fake, training=True)
-        update(gen, g_tape.gradient(g_loss, gen.variables), recipe)
+                    d_loss = d_objective(x, fake, training=True)
+                apply_gradients(disc, d_tape.gradient(d_loss, disc.variables), recipe)
+            g_loss = g_objective(fake, training=True)
+        apply_gradients(gen, g_tape.gradient(g_loss, gen.variables), recipe)
         return d_loss, g_loss
 
-    return compile_step(gan_step, mode)
+    return compile_for_mode(gan_step, mode)
 
 
-def make_gan_grad_step(gen: Net, disc: Net, recipe: RecipeSpec, dtype: str, mode: str) -> Callable:
+def make_gan_loss_and_grads(
+    gen: Net, disc: Net, recipe: RecipeSpec, dtype: str, mode: str
+) -> Callable:
     """(discriminator loss, G's gradients of the generator loss + D's of its own loss),
     at the current weights, in inference mode, without an update."""
-    losses = _GanLosses(gen, disc, recipe, dtype)
+    d_objective, g_objective = gan_objectives(gen, disc, recipe, dtype)
 
-    def gan_grads(x: tf.Tensor, z: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor]]:
+    def loss_and_grads(x: tf.Tensor, z: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor]]:
         with tf.GradientTape(persistent=True) as tape:
             fake = gen.model(z, training=False)
-            d_loss = losses.discriminator(x, fake, training=False)
-            g_loss = losses.generator(fake, training=False)
+            d_loss = d_objective(x, fake, training=False)
+            g_loss = g_objective(fake, training=False)
         grads = tape.gradient(g_loss, gen.variables) + tape.gradient(d_loss, disc.variables)
         del tape  # a persistent tape holds its tensors until dropped
         return d_loss, dense(grads)
 
-    return compile_step(gan_grads, mode)
+    return compile_for_mode(loss_and_grads, mode)
+
+
+# --------------------------------------------------------------------------- counters
+
+
+def tracing_count(fn: Callable) -> int:
+    """How many times TensorFlow traced ``fn`` (``tf.function``'s own counter: one
+    per new input signature); 0 for a plain Python function (eager mode)."""
+    counter = getattr(fn, "experimental_get_tracing_count", None)
+    return counter() if counter is not None else 0

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from harness.backend import Batch, Options, Weights, matmul_operands
-from harness.spec import Optimizer, TaskSpec, is_weight, networks
+from harness.backend import Batch, Options, Weights, matmul_operands, matmul_rate
+from harness.spec import Optimizer, TaskSpec, is_weight
 from impls.torch import declare, layers, train
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -36,7 +35,7 @@ def _set_threads(threads: int) -> None:
 class TorchState:
     """The networks and their optimizers (changed in place), and the step functions."""
 
-    nets: dict[str, train.Network]  # by role: "model", or "generator" and "discriminator"
+    nets: dict[str, train.Net]  # by role: "model", or "generator" and "discriminator"
     loss: train.LossFn
     l1: float
     target_dtype: torch.dtype  # int64 class ids for softmax cross-entropy
@@ -50,16 +49,16 @@ class TorchState:
         return "generator" in self.nets
 
     @property
-    def model(self) -> layers.Net:
+    def model(self) -> layers.Model:
         """The network ``predict`` runs: the model, or a gan's generator."""
         return self.nets["generator" if self.gan else "model"].model
 
 
-def _network(model: layers.Net, opt: Optimizer) -> train.Network:
+def _net(model: layers.Model, opt: Optimizer) -> train.Net:
     # the trainable parameters only: RNN/LSTM's frozen bias_hh stays zero
     params = [p for p in model.parameters() if p.requires_grad]
     weights = [p for name, (p, _) in layers.bindings(model).items() if is_weight(name)]
-    return train.Network(model, params, weights, train.make_optimizer(opt, params))
+    return train.Net(model, params, weights, train.make_optimizer(opt, params))
 
 
 class TorchBackend:
@@ -106,13 +105,10 @@ class TorchBackend:
             torch.compiler.reset()
             counters = {"train_step": train.CompileCounter(), "predict": train.CompileCounter()}
         r = spec.recipe
-        models = {
-            role: layers.build_net(model, shape, self.dtype, self.device)
-            for role, model, shape in networks(spec, input_shape)
-        }
+        models = layers.build_networks(spec, input_shape, self.dtype, self.device)
         if weights is not None:
-            layers.set_weights(list(models.values()), weights)
-        nets = {role: _network(model, r.optimizer) for role, model in models.items()}
+            layers.set_weights(models, weights)
+        nets = {role: _net(model, r.optimizer) for role, model in models.items()}
         loss = train.loss_fn(r.loss, r.label_smoothing)
         if r.kind == "gan":
             g, d = nets["generator"], nets["discriminator"]
@@ -156,16 +152,16 @@ class TorchBackend:
         bound = layers.bindings(net.model)  # trainable only: no frozen biases
         params = [p for p, _ in bound.values()]
         x, y = self._x(batch.x), self._y(state, batch.y)
-        loss, grads = train.loss_and_grads(net, state.loss, state.l1, x, y, params)
+        loss, grads = train.make_loss_and_grads(net, state.loss, state.l1)(x, y, params)
         return float(loss), _canonical_grads(bound, grads)
 
     def _gan_loss_and_grads(self, state: TorchState, batch: Batch) -> tuple[float, Weights]:
         g, d = state.nets["generator"], state.nets["discriminator"]
         g_bound, d_bound = layers.bindings(g.model), layers.bindings(d.model)
-        loss, d_grads, g_grads = train.gan_loss_and_grads(
-            g, d, state.l1, self._x(batch.x), self._x(batch.z),
-            [p for p, _ in g_bound.values()], [p for p, _ in d_bound.values()],
-        )  # fmt: skip
+        loss_and_grads = train.make_gan_loss_and_grads(g, d, state.l1)
+        g_params, d_params = ([p for p, _ in b.values()] for b in (g_bound, d_bound))
+        x, z = self._x(batch.x), self._x(batch.z)
+        loss, d_grads, g_grads = loss_and_grads(x, z, g_params, d_params)
         return float(loss), {
             **_canonical_grads(d_bound, d_grads),
             **_canonical_grads(g_bound, g_grads),
@@ -184,34 +180,16 @@ class TorchBackend:
         with torch.inference_mode():
             h = self._x(x)
             for model in nets:  # each network on the last one's output, in torch's layout
-                seen = layers.layer_outputs(model, h)
+                seen = layers.activations(model, h)
                 h = next(reversed(seen.values()))
                 outputs.update(seen)
             return {name: layers.activation_to_canonical(t) for name, t in outputs.items()}
 
     def get_weights(self, state: TorchState) -> Weights:
-        return layers.get_weights([net.model for net in state.nets.values()])
+        return layers.get_weights({role: net.model for role, net in state.nets.items()})
 
     def param_count(self, state: TorchState) -> int:
         return sum(p.numel() for net in state.nets.values() for p in net.params)
-
-    def matmul_flops(self, n: int, repeats: int = 10) -> float:
-        """``2 n^3 / seconds`` of an ``n x n`` float32 ``a @ b`` on the cell's device:
-        ``torch.compile``d in graph mode (Inductor hands a lone matmul to the same
-        BLAS/oneDNN kernel as eager), two warm-up calls, then the median of
-        ``repeats`` synced calls."""
-        a, b = (torch.tensor(m, device=self.device) for m in matmul_operands(n))
-        # a Python function: Dynamo traces Python frames, torch.matmul itself has none
-        matmul = torch.compile(_matmul) if self.mode == "graph" else _matmul
-        seconds = []
-        for i in range(2 + repeats):
-            t0 = time.perf_counter()
-            matmul(a, b)
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            if i >= 2:
-                seconds.append(time.perf_counter() - t0)
-        return 2 * n**3 / float(np.median(seconds))
 
     def sync(self, state: TorchState) -> None:
         if self.device.type == "cuda":
@@ -233,6 +211,7 @@ class TorchBackend:
           at least the graphs of those two that ended at a break (Dynamo's counter
           misses a data-dependent branch's break; the compile backend sees it).
         """
+        threads, threads_by = pool_threads()
         counts = {name: c.count for name, c in state.counters.items()}
         now = train.dynamo_counts()
         # clamped: a later build's torch.compiler.reset() clears the per-frame counts
@@ -242,12 +221,28 @@ class TorchBackend:
         seen = sum(c.breaks for c in state.counters.values())
         dynamo["graph_breaks"] = max(dynamo["graph_breaks"], seen)
         return {
-            "threads": torch.get_num_threads(),
+            "threads": threads,
+            "threads_by": threads_by,
             "interop_threads": torch.get_num_interop_threads(),
             "traces": counts.get("train_step", 0),
             "predict_traces": counts.get("predict", 0),
             **dynamo,
         }
+
+    def matmul_flops(self, n: int, repeats: int = 10) -> float:
+        """FLOP/s of an ``n x n`` float32 ``a @ b`` on the cell's device, timed by
+        ``harness.backend.matmul_rate``: ``torch.compile``d in graph mode (Inductor
+        hands a lone matmul to the same BLAS/oneDNN kernel as eager)."""
+        a, b = (torch.tensor(m, device=self.device) for m in matmul_operands(n))
+        # a Python function: Dynamo traces Python frames, torch.matmul itself has none
+        matmul = torch.compile(_matmul) if self.mode == "graph" else _matmul
+
+        def run() -> None:
+            matmul(a, b)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+
+        return matmul_rate(run, n, repeats)
 
 
 def _matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -260,3 +255,8 @@ def _canonical_grads(bound: dict[str, layers.Binding], grads) -> Weights:
         name: layers.to_canonical(g, layout)
         for (name, (_, layout)), g in zip(bound.items(), grads, strict=True)
     }
+
+
+def pool_threads() -> tuple[int, str]:
+    """torch's intra-op thread count, and how it was read."""
+    return torch.get_num_threads(), "torch.get_num_threads()"

@@ -74,7 +74,7 @@ def sequence_line(module: nn.Module, masked: bool) -> str | None:
 
 
 def _modules_by_name(model: nn.Module) -> dict[str, nn.Module]:
-    # every Chain layers.build_model makes names its children by spec layer name
+    # every Chain layers.build_network makes names its children by spec layer name
     # (the children of a helper inside a layer, e.g. a Recurrent's ``rnn``, are not)
     return {
         name: child

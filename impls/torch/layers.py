@@ -32,13 +32,10 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from harness import spec as S
+from harness.backend import Weights
 
-Weights = dict[str, np.ndarray]
 Pads = tuple[int, int, int, int]  # (left, right, top, bottom), F.pad's order for 2-d
 Mask = torch.Tensor | None  # bool [N, steps]: True on real steps; None: no padding
-# how a torch parameter's layout relates to the canonical one (see _TO_CANONICAL)
-Layout = str
-Binding = tuple[nn.Parameter, Layout]
 
 
 class MaskAware(nn.Module):
@@ -63,7 +60,7 @@ class Chain(nn.Sequential):
         return x, mask
 
 
-class Net(nn.Module):
+class Model(nn.Module):
     """The spec's layer graph as one module; ``param_layers`` maps a spec layer
     name to its Conv2d/Linear/Conv1d/Embedding/Recurrent, the link between
     canonical names and torch's."""
@@ -461,19 +458,12 @@ def _sequence(layers, shape: S.Shape, registry: dict, factory: dict) -> Chain:
     return Chain(modules)
 
 
-def build_model(
-    spec: S.TaskSpec, input_shape: S.Shape, dtype: torch.dtype, device: torch.device | None = None
-) -> Net:
-    """The spec's model (``spec.model``; a gan's generator) as ``build_net`` builds it."""
-    return build_net(spec.model, input_shape, dtype, device)
-
-
-def build_net(
+def build_network(
     model: S.ModelSpec,
     input_shape: S.Shape,
     dtype: torch.dtype,
     device: torch.device | None = None,
-) -> Net:
+) -> Model:
     """One network of a task with torch's default initializers, in ``dtype`` on
     ``device`` (RNN and LSTM ``bias_hh`` zeroed and frozen, see ``Recurrent``).
 
@@ -487,29 +477,41 @@ def build_net(
     registry: dict[str, nn.Module] = {}
     factory = {"dtype": dtype, "device": device}
     body = _sequence(model.layers, tuple(input_shape), registry, factory)
-    return Net(body, registry)
+    return Model(body, registry)
 
 
-def layer_outputs(model: Net, x: torch.Tensor) -> dict[str, torch.Tensor]:
+def build_networks(
+    spec: S.TaskSpec,
+    input_shape: S.Shape,
+    dtype: torch.dtype,
+    device: torch.device | None = None,
+) -> dict[str, Model]:
+    """Every network the task trains, keyed by role (``harness.spec.networks``),
+    each as ``build_network`` builds it; the caller seeds torch first."""
+    return {
+        role: build_network(model, shape, dtype, device)
+        for role, model, shape in S.networks(spec, tuple(input_shape))
+    }
+
+
+def activations(model: Model, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """Every spec layer's output for ``x`` (NCHW / [N, F] / token ids), keyed by
     layer name in ``harness.spec.walk`` order: a block, then the layers of its body
-    and shortcut (or of its branches). Walks the same modules ``Net.forward`` runs,
+    and shortcut (or of its branches). Walks the same modules ``Model.forward`` runs,
     eagerly and in the same order of operations, threading the mask the same way,
     and leaves nothing installed on the model; the caller picks train or eval mode
     and the autograd context."""
     outputs: dict[str, torch.Tensor] = {}
-    _sequence_outputs(model.body, x, None, outputs)
+    _record(model.body, x, None, outputs)
     return outputs
 
 
-def _sequence_outputs(
-    seq: Chain, x: torch.Tensor, mask: Mask, outputs: dict
-) -> tuple[torch.Tensor, Mask]:
+def _record(seq: Chain, x: torch.Tensor, mask: Mask, outputs: dict) -> tuple[torch.Tensor, Mask]:
     # the children of every Chain _sequence built are named by spec layer name
     for name, module in seq.named_children():
         if isinstance(module, Residual | Parallel):
             outputs[name] = x  # placeholder: keeps walk()'s order, block before its layers
-            outs = [_sequence_outputs(chain, x, mask, outputs) for chain in module.chains()]
+            outs = [_record(chain, x, mask, outputs) for chain in module.chains()]
             x, mask = module.merge(outs)
         else:
             x, mask = apply(module, x, mask)
@@ -539,7 +541,12 @@ _FROM_CANONICAL = {"same": None, "transpose": (1, 0), "oihw": (3, 2, 0, 1), "oiw
 _KERNEL_LAYOUT = {nn.Linear: "transpose", nn.Conv2d: "oihw", nn.Conv1d: "oiw"}
 
 
-def bindings(model: Net) -> dict[str, Binding]:
+# how a torch parameter's layout relates to the canonical one (see _TO_CANONICAL)
+Layout = str
+Binding = tuple[nn.Parameter, Layout]
+
+
+def bindings(model: Model) -> dict[str, Binding]:
     """Canonical name -> (torch parameter, layout), in layer order; trainable only."""
     out: dict[str, Binding] = {}
     for name, module in model.param_layers.items():
@@ -571,18 +578,25 @@ def from_canonical(array: np.ndarray, layout: Layout) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array))
 
 
-def task_bindings(nets: Net | list[Net]) -> dict[str, Binding]:
+def _task_bindings(networks: Model | dict[str, Model]) -> dict[str, Binding]:
     """``bindings`` of one network, or of all a task trains (a gan's generator and
     discriminator: the spec keeps their layer names distinct)."""
     out: dict[str, Binding] = {}
-    for net in [nets] if isinstance(nets, Net) else nets:
-        out.update(bindings(net))
+    for model in [networks] if isinstance(networks, Model) else networks.values():
+        out.update(bindings(model))
     return out
 
 
-def set_weights(nets: Net | list[Net], weights: Weights) -> None:
-    """Load canonical weights exactly; names and shapes must match the networks'."""
-    params = task_bindings(nets)
+def get_weights(networks: Model | dict[str, Model]) -> Weights:
+    """Current parameters of a model or of a task's networks, canonical names and
+    layouts, in the networks' dtype."""
+    return {name: to_canonical(p, layout) for name, (p, layout) in _task_bindings(networks).items()}
+
+
+def set_weights(networks: Model | dict[str, Model], weights: Weights) -> None:
+    """Load canonical weights exactly into a model, or into a task's networks (by
+    role); names and shapes must match the networks'."""
+    params = _task_bindings(networks)
     if set(weights) != set(params):
         missing, extra = sorted(set(params) - set(weights)), sorted(set(weights) - set(params))
         raise KeyError(f"weights do not match the model: missing {missing}, unexpected {extra}")
@@ -599,8 +613,3 @@ def set_weights(nets: Net | list[Net], weights: Weights) -> None:
                     f"{name}: torch shape {tuple(param.shape)}, got {tuple(value.shape)}"
                 )
             param.copy_(value)
-
-
-def get_weights(nets: Net | list[Net]) -> Weights:
-    """Current parameters, canonical names and layouts, in the networks' dtype."""
-    return {name: to_canonical(p, layout) for name, (p, layout) in task_bindings(nets).items()}

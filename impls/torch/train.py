@@ -30,16 +30,6 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Step = Callable[[torch.Tensor, torch.Tensor], Any]  # -> loss, or a gan's (d_loss, g_loss)
 
 
-@dataclass
-class Network:
-    """One network a task trains, with what its objective and its step need."""
-
-    model: nn.Module
-    params: list[nn.Parameter]  # trainable (not RNN/LSTM's frozen bias_hh): the optimizer's
-    weights: list[nn.Parameter]  # those recipe.l1 counts (harness.spec.is_weight)
-    optimizer: torch.optim.Optimizer
-
-
 def softmax_cross_entropy(
     logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0
 ) -> torch.Tensor:
@@ -89,12 +79,22 @@ def make_optimizer(opt: Optimizer, params) -> torch.optim.Optimizer:
     )
 
 
+@dataclass
+class Net:
+    """One network a task trains, with what its objective and its step need."""
+
+    model: nn.Module
+    params: list[nn.Parameter]  # trainable (not RNN/LSTM's frozen bias_hh): the optimizer's
+    weights: list[nn.Parameter]  # those recipe.l1 counts (harness.spec.is_weight)
+    optimizer: torch.optim.Optimizer
+
+
 def l1_norm(weights: list[nn.Parameter]) -> torch.Tensor:
     """``sum |w|`` over ``weights``; torch's abs has gradient sign(w), 0 at 0."""
     return sum(w.abs().sum() for w in weights)
 
 
-def with_l1(objective: Callable, l1: float, weights: list[nn.Parameter]) -> Callable:
+def add_l1(objective: Callable, l1: float, weights: list[nn.Parameter]) -> Callable:
     """``objective(...) + l1 * sum |w|``; the objective itself when l1 is 0, so a
     recipe without it traces the same graph as before."""
     if not l1:
@@ -122,7 +122,7 @@ def clip_by_global_norm_(params: list[nn.Parameter], max_norm: float) -> None:
         g.mul_(factor)
 
 
-def apply_gradients(net: Network, value: torch.Tensor, clip_norm: float | None) -> None:
+def apply_gradients(net: Net, value: torch.Tensor, clip_norm: float | None) -> None:
     """One optimizer step of ``net`` down the gradient of ``value``, clipped if asked.
     ``backward(inputs=...)`` fills only this network's ``.grad``: the generator's
     objective runs through the discriminator, whose weights it must not touch."""
@@ -163,18 +163,18 @@ def compile_for_mode(fn: Callable, mode: str, counter: CompileCounter | None = N
     return torch.compile(fn, backend=counter or "inductor")
 
 
-def objective(net: Network, loss: LossFn, l1: float) -> Callable:
+def objective(net: Net, loss: LossFn, l1: float) -> Callable:
     """``(x, y) -> loss(model(x), y) + l1 * sum |w|``: what the step minimizes."""
     model = net.model
 
     def forward_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return loss(model(x), y)
 
-    return with_l1(forward_loss, l1, net.weights)
+    return add_l1(forward_loss, l1, net.weights)
 
 
 def make_train_step(
-    net: Network,
+    net: Net,
     loss: LossFn,
     recipe: RecipeSpec,
     mode: str,
@@ -202,11 +202,45 @@ def make_train_step(
     return step
 
 
+def make_predict(
+    model: nn.Module, mode: str, counter: CompileCounter | None = None
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``predict(x) -> logits`` in inference mode (dropout off, no autograd).
+
+    In graph mode a batch of a second size (the last, partial evaluation batch)
+    retraces once, with a symbolic batch size (Dynamo's automatic dynamic shapes).
+    """
+    forward = compile_for_mode(model, mode, counter)
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        if model.training:
+            model.eval()
+        with torch.inference_mode():
+            return forward(x)
+
+    return predict
+
+
+def make_loss_and_grads(net: Net, loss: LossFn, l1: float) -> Callable:
+    """``(x, y, params) -> (loss, grads)``: the objective (l1 included) and its
+    gradients w.r.t. ``params`` in eval mode; ``torch.autograd.grad`` returns them
+    without touching the parameters' ``.grad``, so the state is unchanged. Eager in
+    every mode: a check of the numbers, never timed."""
+    forward_loss = objective(net, loss, l1)
+
+    def loss_and_grads(x: torch.Tensor, y: torch.Tensor, params: list):
+        net.model.eval()
+        value = forward_loss(x, y)
+        return value.detach(), torch.autograd.grad(value, params)
+
+    return loss_and_grads
+
+
 def _bce(logits: torch.Tensor, label: float) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, label))
 
 
-def gan_objectives(g: Network, d: Network, l1: float) -> tuple[Callable, Callable, Callable]:
+def gan_objectives(g: Net, d: Net, l1: float) -> tuple[Callable, Callable, Callable]:
     """A gan's three functions, each network's l1 term in its own objective:
 
     - ``generate(z)``: the generator's samples;
@@ -226,12 +260,12 @@ def gan_objectives(g: Network, d: Network, l1: float) -> tuple[Callable, Callabl
     def g_objective(fake: torch.Tensor) -> torch.Tensor:
         return _bce(discriminator(fake), 1.0)
 
-    return generate, with_l1(d_objective, l1, d.weights), with_l1(g_objective, l1, g.weights)
+    return generate, add_l1(d_objective, l1, d.weights), add_l1(g_objective, l1, g.weights)
 
 
 def make_gan_train_step(
-    g: Network,
-    d: Network,
+    g: Net,
+    d: Net,
     recipe: RecipeSpec,
     mode: str,
     counter: CompileCounter | None = None,
@@ -265,50 +299,23 @@ def make_gan_train_step(
     return step
 
 
-def make_predict(
-    model: nn.Module, mode: str, counter: CompileCounter | None = None
-) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``predict(x) -> logits`` in inference mode (dropout off, no autograd).
-
-    In graph mode a batch of a second size (the last, partial evaluation batch)
-    retraces once, with a symbolic batch size (Dynamo's automatic dynamic shapes).
-    """
-    forward = compile_for_mode(model, mode, counter)
-
-    def predict(x: torch.Tensor) -> torch.Tensor:
-        if model.training:
-            model.eval()
-        with torch.inference_mode():
-            return forward(x)
-
-    return predict
-
-
-def loss_and_grads(
-    net: Network, loss: LossFn, l1: float, x: torch.Tensor, y: torch.Tensor, params: list
-) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-    """The objective (l1 included) and its gradients w.r.t. ``params`` in eval mode;
-    ``torch.autograd.grad`` returns them without touching the parameters' ``.grad``,
-    so the state is unchanged. Eager in every mode: a check of the numbers, never timed."""
-    net.model.eval()
-    value = objective(net, loss, l1)(x, y)
-    return value.detach(), torch.autograd.grad(value, params)
-
-
-def gan_loss_and_grads(
-    g: Network, d: Network, l1: float, x: torch.Tensor, z: torch.Tensor, g_params, d_params
-) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
-    """At the current weights, in eval mode: the discriminator's objective, its
-    gradients w.r.t. ``d_params``, and the generator objective's w.r.t. ``g_params``
-    (through the same, not updated, discriminator)."""
-    g.model.eval()
-    d.model.eval()
+def make_gan_loss_and_grads(g: Net, d: Net, l1: float) -> Callable:
+    """``(x, z, g_params, d_params) -> (d_loss, d_grads, g_grads)`` at the current
+    weights, in eval mode: the discriminator's objective, its gradients w.r.t.
+    ``d_params``, and the generator objective's w.r.t. ``g_params`` (through the
+    same, not updated, discriminator)."""
     generate, d_objective, g_objective = gan_objectives(g, d, l1)
-    fake = generate(z)
-    d_loss = d_objective(x, fake.detach())
-    d_grads = torch.autograd.grad(d_loss, d_params)
-    g_grads = torch.autograd.grad(g_objective(fake), g_params)
-    return d_loss.detach(), d_grads, g_grads
+
+    def loss_and_grads(x: torch.Tensor, z: torch.Tensor, g_params, d_params):
+        g.model.eval()
+        d.model.eval()
+        fake = generate(z)
+        d_loss = d_objective(x, fake.detach())
+        d_grads = torch.autograd.grad(d_loss, d_params)
+        g_grads = torch.autograd.grad(g_objective(fake), g_params)
+        return d_loss.detach(), d_grads, g_grads
+
+    return loss_and_grads
 
 
 # --------------------------------------------------------------------------- counters

@@ -63,8 +63,8 @@ def test_same_padding_and_average_pooling_follow_the_spec():
           "padding": "same", "use_bias": False}, {"type": "flatten"}],
         input_shape=[3, 3, 1],
     )  # fmt: skip
-    backend(dtype="float64")  # x64 on; build_model refuses float64 without it
-    model = layers.build_model(spec, (3, 3, 1), "float64")
+    backend(dtype="float64")  # x64 on; build_network refuses float64 without it
+    model = layers.build_networks(spec, (3, 3, 1), "float64")["model"]
     layers.set_weights(model, {"c.kernel": np.ones((2, 2, 1, 1))})
     x = np.arange(9.0).reshape(1, 3, 3, 1)
     np.testing.assert_array_equal(model(x, deterministic=True), [[0 + 1 + 3 + 4, 2 + 5, 6 + 7, 8]])
@@ -266,7 +266,7 @@ def test_scanned_gru_is_one_scan_and_the_unrolled_one_is_none():
             input_shape=[6],
         )  # fmt: skip
         backend(dtype="float32")
-        model = layers.build_model(spec, (6,), "float32")
+        model = layers.build_networks(spec, (6,), "float32")["model"]
         counts[unroll] = (
             _count(lambda x, m=model: m(x, deterministic=True), IDS),
             _count(lambda x, m=model: m(x, deterministic=True), IDS, primitive="dot_general"),
@@ -318,7 +318,7 @@ def test_masked_global_pools_and_unpadded_embedding():
         input_shape=[3],
     )  # fmt: skip
     backend(dtype="float32")
-    model = layers.build_model(spec, (3,), "float32")
+    model = layers.build_networks(spec, (3,), "float32")["model"]
     ids = np.array([[1, 0, 0], [1, 0, 2]], np.int32)
     out = np.asarray(model(ids, deterministic=True))
     assert not np.allclose(out[0], 0) and not np.allclose(out[0], out[1])

@@ -195,7 +195,7 @@ def test_activations_in_graph_mode_leave_the_compiled_step_alone():
 def test_layouts_round_trip_and_match_torch():
     spec = load_spec(builtin_tasks()["lenet"])
     w = canonical_weights(spec, (28, 28, 1))
-    model = layers.build_model(spec, (28, 28, 1), torch.float32)
+    model = layers.build_network(spec.model, (28, 28, 1), torch.float32)
     layers.set_weights(model, w)
     conv, fc = model.param_layers["conv1"], model.param_layers["fc"]
     assert tuple(conv.weight.shape) == (10, 1, 5, 5)  # OIHW
@@ -395,7 +395,7 @@ def test_unrolled_cells_trace_into_one_graph_with_the_mask(kind):
     spec = recurrent_spec(kind, unroll=True, return_sequences=True)
     w = canonical_weights(spec, (SEQ_LEN,), "float64")
     batch = token_batch(spec)
-    model = layers.build_model(spec, (SEQ_LEN,), torch.float64)
+    model = layers.build_network(spec.model, (SEQ_LEN,), torch.float64)
     layers.set_weights(model, w)
     model.eval()
     torch.compiler.reset()
@@ -438,7 +438,7 @@ def test_reshape_softmax_and_pooling_follow_nhwc():
 
 def test_explain_names_torch_s_sequence_modules():
     spec = load_spec(builtin_tasks()["rnn_names"])
-    model = layers.build_model(spec, (20,), torch.float32)
+    model = layers.build_network(spec.model, (20,), torch.float32)
     modules = explain._modules_by_name(model)
     masked = masked_inputs(spec.model)
     lines = {n: explain.sequence_line(modules[n], masked[n]) for n in ("embed", "gru")}
@@ -666,7 +666,7 @@ def test_explain_shows_both_networks_of_a_gan():
         layer.name for layer, _, _ in task_layers(GAN, (2,))
     ]
     assert result["param_count"] == result["spec_param_count"] == task_param_count(GAN, (2,))
-    assert result["display"][0] == "generator = Net("
+    assert result["display"][0] == "generator = Model("
     # both objectives' backward: three BCE losses (real, fake, the generator's)
     ops = dict(result["graphs"][0]["ops"])
     assert ops["BinaryCrossEntropyWithLogitsBackward0"] == 3
