@@ -169,6 +169,8 @@ class BackendInfo:
     thread_env: Callable[[int], dict[str, str | None]] = _no_thread_env  # set before import
     minimal: str = ""  # the module of its hand-written loop (rosetta bench), if any
     minimal_only: tuple[tuple[str, str], ...] = ()  # loop modes with no harness mode -> pair
+    lessons: tuple[tuple[str, str], ...] = ()  # lesson name -> what this framework does there
+    color: str = ""  # its colour in a report's figures ("": one of the others')
 
 
 BUILTIN = ("impls.torch", "impls.tf", "impls.jax")  # packages with a declare module
@@ -187,6 +189,8 @@ def declared(package: str) -> BackendInfo:
         d.thread_env,
         d.MINIMAL,
         tuple(d.MINIMAL_ONLY.items()),
+        tuple(getattr(d, "LESSONS", {}).items()),
+        getattr(d, "COLOR", ""),
     )
 
 

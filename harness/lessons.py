@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.backend import BACKENDS
 from harness.worker import WorkerConfig, emit, read_config
 
 Result = dict[str, Any]  # {"status": "ok" | "failed" | "unavailable", "error", "version", "values"}
@@ -35,7 +36,7 @@ class Lesson:
     computation: str  # what every framework computes, in one line
     function: str
     rows: tuple[tuple[str, str], ...]  # (label, key of the function's result) per table row
-    explanation: str
+    explanation: str  # the framework-free part; each backend declares its own (declare.py)
 
 
 LESSONS: dict[str, Lesson] = {
@@ -56,13 +57,7 @@ LESSONS: dict[str, Lesson] = {
         explanation=(
             "One call gives the derivative: dt/dx = 2 (x + 2) / 4 = 1.5 at x = 1. The notes "
             "print 3, which is what two backward calls give in PyTorch (a notebook cell run "
-            "twice, say): torch adds every backward() into x.grad, so that the gradients of "
-            "several losses or minibatches can be summed before one optimizer step (which is "
-            "why training loops call optimizer.zero_grad()), and retain_graph=True kept the "
-            "graph alive for the second call, so x.grad = 1.5 + 1.5 = 3. TensorFlow's "
-            "tape.gradient and JAX's jax.grad return a new gradient on every call and keep "
-            "nothing between calls: two calls give 1.5 twice (a TensorFlow tape must be "
-            "persistent to be asked twice; JAX's gradient is just another function)."
+            "twice, say)."
         ),
     ),
     "shapes": Lesson(
@@ -84,17 +79,9 @@ LESSONS: dict[str, Lesson] = {
             ("seconds with the remedy", "seconds_remedy"),
         ),
         explanation=(
-            "A graph is traced for the shapes it first sees. torch.compile marks a dimension "
-            "dynamic after it has changed once (one recompile, then a shape-generic graph), "
-            "or at once with dynamic=True / torch._dynamo.mark_dynamic. tf.function traces "
-            "a new concrete function for every new input shape unless told otherwise: "
-            "an input_signature with a None batch axis gives one generic trace, and "
-            "reduce_retracing=True two (the first shape, then a generic one). jax.jit "
-            "compiles once per shape, always: the remedy is to pad batches to a few bucket "
-            "sizes and mask the padded rows out of the loss, so a "
-            "handful of compiles serves every batch. The harness itself drops the last "
-            "partial batch (recipe.drop_last) and pads sequences to one length, so a run "
-            "never retraces."
+            "A graph is traced for the shapes it first sees. The harness itself drops the "
+            "last partial batch (recipe.drop_last) and pads sequences to one length, so a "
+            "run never retraces."
         ),
     ),
     "control_flow": Lesson(
@@ -117,12 +104,7 @@ LESSONS: dict[str, Lesson] = {
         ),
         explanation=(
             "Eager code may branch on any value. A compiled graph cannot branch on a value it "
-            "does not know when it is built. torch.compile splits the graph where Python needs "
-            "the value (a graph break: the two halves are compiled, the branch runs in "
-            "Python) or uses torch.cond; tf.function's AutoGraph rewrites an if on a tensor "
-            "into tf.cond inside the graph; jax.jit refuses with a concretization error, "
-            "because tracing sees an abstract value, and asks for jax.lax.cond (or jnp.where) "
-            "instead."
+            "does not know when it is built."
         ),
     ),
 }
@@ -284,12 +266,16 @@ def format_lesson(name: str, results: dict[str, Result]) -> str:
         for fw, lines in graphs.items():
             out.append(f"  {fw}: " + (lines[0] if lines else ""))
             out += [f"  {line}" for line in lines[1:]]
-    out += [
-        "",
-        "Why:",
-        textwrap.fill(lesson.explanation, 88, initial_indent="  ", subsequent_indent="  "),
-    ]
+    out += ["", "Why:", _fill(lesson.explanation, "  ")]
+    for fw in results:
+        note = dict(BACKENDS[fw].lessons).get(name) if fw in BACKENDS else None
+        if note:
+            out.append(_fill(f"{fw}: {note}", "    "))
     return "\n".join(out)
+
+
+def _fill(text: str, indent: str) -> str:
+    return textwrap.fill(text, 88, initial_indent="  ", subsequent_indent=indent)
 
 
 def list_lessons() -> Sequence[str]:

@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from harness.backend import BACKENDS
 from harness.report.tables import num
 
 Record = dict[str, Any]
@@ -22,7 +23,6 @@ Record = dict[str, Any]
 # and most tasks train for only 10-40 epochs
 EWM_ALPHA = 0.5
 DPI = 110
-FRAMEWORK_COLORS = {"torch": "#1f77b4", "tf": "#ff7f0e", "jax": "#2ca02c"}
 OTHER_COLORS = ["#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
 MODE_LINES = {"eager": "-", "graph": "--", "xla": ":"}
 MODE_BARS = {"eager": "#9ecae1", "graph": "#2b6ca3", "xla": "#8c6bb1"}
@@ -39,9 +39,10 @@ def png(fig: Figure) -> bytes:
 
 def framework_color(name: str, order: list[str]) -> str:
     """The framework's colour, the same in every figure of a report."""
-    if name in FRAMEWORK_COLORS:
-        return FRAMEWORK_COLORS[name]
-    others = [n for n in order if n not in FRAMEWORK_COLORS]
+    declared = {n: info.color for n, info in BACKENDS.items() if info.color}
+    if name in declared:
+        return declared[name]
+    others = [n for n in order if n not in declared]
     return OTHER_COLORS[others.index(name) % len(OTHER_COLORS)]
 
 

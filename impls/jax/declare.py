@@ -12,6 +12,24 @@ EXTRA = "jax"
 MODES = ("eager", "graph")
 MINIMAL = "impls.jax.minimal"
 MINIMAL_ONLY = {"functional": "graph"}  # the pure-function loop, paired with jax.jit
+COLOR = "#2ca02c"  # its colour in every figure of a report
+
+# what this framework does in each lesson (harness.lessons), after the common part
+LESSONS = {
+    "autograd": (
+        "jax.grad returns a new gradient on every call and keeps nothing between calls:"
+        " two calls give 1.5 twice (the gradient is just another function)."
+    ),
+    "shapes": (
+        "jax.jit compiles once per shape, always: the remedy is to pad batches to a few"
+        " bucket sizes and mask the padded rows out of the loss, so a handful of "
+        "compiles serves every batch."
+    ),
+    "control_flow": (
+        "jax.jit refuses with a concretization error, because tracing sees an abstract "
+        "value, and asks for jax.lax.cond (or jnp.where) instead."
+    ),
+}
 
 
 def thread_env(threads: int) -> dict[str, str | None]:

@@ -106,6 +106,17 @@ def test_format_lesson_side_by_side():
     assert "  torch: grad_fn chain:" in lines and "  jax: jaxpr:" in lines
     assert "    node A" in lines
     assert "retain_graph=True" in text and "zero_grad" in text
+    # each framework's own part of the why, from its declaration, under its name
+    why = text[text.index("Why:") :]
+    assert why.count("\n  torch: ") == why.count("\n  jax: ") == why.count("\n  tf: ") == 1
+    assert "other:" not in why  # a backend that declares nothing adds nothing
+
+
+@pytest.mark.parametrize("fw", sorted(BACKENDS))
+def test_every_backend_says_what_it_does_in_every_lesson(fw):
+    notes = dict(BACKENDS[fw].lessons)
+    assert set(notes) == set(LESSONS), fw
+    assert all(note.strip() for note in notes.values())
 
 
 BLOCKED = """
