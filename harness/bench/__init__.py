@@ -22,8 +22,9 @@ come from the same processes (``plan.shared``).
 What is compared runs in turns in one process, blocks of steps alternating with
 each other (and with the matmul), and each overhead ratio is a median over block
 pairs: the machine's speed drifts over seconds and minutes, and two processes timed
-one after the other measure that drift as much as the loops. With ``rounds`` above
-one every measurement is taken in that many processes, a pass over all the
+one after the other measure that drift as much as the loops. A bare bench takes
+one process per measurement and states the spread over its turns
+(``turn_spread``); with ``rounds`` above one (``--thorough``: five) every measurement is taken in that many processes, a pass over all the
 measurements per round (so that a slow stretch of minutes meets one round of each,
 not all of one's), and its figure is the median over them, with their spread (the
 roofline's and scaling's: the fastest turn over them all). A measurement whose
@@ -56,10 +57,13 @@ from harness.bench.plan import (
     SCALING_BATCHES,
     SETTLED_WITHIN,
     TASKS,
+    THOROUGH_MAX_ROUNDS,
+    THOROUGH_ROUNDS,
     Job,
     Measure,
     bench_spec,
     paired,
+    rounds_for,
     shared,
 )
 from harness.bench.render import HALF, half_ceiling, tables, write_markdown
@@ -82,6 +86,8 @@ __all__ = [
     "SETTLED_WITHIN",
     "STABLE_WITHIN",
     "TASKS",
+    "THOROUGH_MAX_ROUNDS",
+    "THOROUGH_ROUNDS",
     "Job",
     "Measure",
     "bench_spec",
@@ -89,6 +95,7 @@ __all__ = [
     "held",
     "paired",
     "read_rows",
+    "rounds_for",
     "run_bench",
     "shared",
     "stability",

@@ -35,10 +35,21 @@ TASKS = ("mlp", "lenet")  # what the benchmarks measure (scaling: the MLP only)
 # than max_rounds): two invocations' medians then rarely differ by more than a ratio
 # is allowed to move (STABLE_WITHIN)
 SETTLED_WITHIN = 0.03
-# the processes every measurement takes before settling may stop it: a few processes
-# can all run at the slower speed, and their fastest turn would settle there
-ROUNDS = 5
-MAX_ROUNDS = 7
+# a bare bench: one process per measurement, its spread the one over its turns
+ROUNDS = 1
+MAX_ROUNDS = 1
+# --thorough: the processes every measurement takes before settling may stop it (a
+# few processes can all run at the slower speed, and their fastest turn would settle
+# there), and the most it takes while its median is unsettled
+THOROUGH_ROUNDS = 5
+THOROUGH_MAX_ROUNDS = 7
+
+
+def rounds_for(thorough: bool, rounds: int | None, max_rounds: int | None) -> tuple[int, int]:
+    """The rounds and max rounds a bench takes: those given, else the setting's."""
+    default = (THOROUGH_ROUNDS, THOROUGH_MAX_ROUNDS) if thorough else (ROUNDS, MAX_ROUNDS)
+    rounds = default[0] if rounds is None else rounds
+    return rounds, max(rounds, default[1] if max_rounds is None else max_rounds)
 
 
 @dataclass(frozen=True)

@@ -45,21 +45,30 @@ def tables(rows: list[dict[str, Any]]) -> dict[str, pd.DataFrame]:
     out = {}
     for name, columns in (
         ("overhead", ["task", "batch", "framework", "mode", "minimal_mode", "harness_ms",
-                      "minimal_ms", "ratio", "spread", "rounds"]),
+                      "minimal_ms", "ratio", "spread", "turn_spread", "rounds"]),
         ("roofline", ["task", "batch", "framework", "mode", "step_ms", "best_step_ms",
                       "achieved_gflops", "best_matmul_gflops", "fraction", "fraction_median",
-                      "spread", "rounds", "read_gbps"]),
+                      "spread", "turn_spread", "rounds", "read_gbps"]),
         ("scaling", ["batch", "framework", "mode", "best_step_ms", "samples_per_s", "step_ms",
-                     "achieved_gflops", "best_matmul_gflops", "fraction", "spread", "rounds",
-                     "read_gbps"]),
+                     "achieved_gflops", "best_matmul_gflops", "fraction", "spread", "turn_spread",
+                     "rounds", "read_gbps"]),
     ):  # fmt: skip
         part = df[df["benchmark"] == name] if not df.empty else df
         if not part.empty:
-            shown = [c for c in columns if c in part and not (
-                (c == "spread" and part[c].isna().all()) or (c == "rounds" and (part[c] == 1).all())
-            )]  # fmt: skip
+            shown = [c for c in columns if c in part and not _hidden(part, c)]
             out[name] = part[shown].round(3).reset_index(drop=True)
     return out
+
+
+def _hidden(part: pd.DataFrame, column: str) -> bool:
+    """A column a table leaves out: a spread over rounds where each took one, the
+    spread over turns where the rounds give one, the rounds where all took one."""
+    one_round = part["spread"].isna().all() if "spread" in part else True
+    if column == "spread":
+        return one_round
+    if column == "turn_spread":
+        return not one_round or part[column].isna().all()
+    return column == "rounds" and bool((part[column] == 1).all())
 
 
 def _notes() -> dict[str, str]:
@@ -96,9 +105,14 @@ def _notes() -> dict[str, str]:
 
 
 def _rounds_note(rows: list[dict[str, Any]]) -> list[str]:
-    """How a figure of several rounds is made, where any has several."""
+    """How a figure is made: from one process per measurement, or from several rounds."""
     if not any((r.get("rounds") or 1) > 1 for r in rows):
-        return []
+        return [
+            "Each figure comes from one process per measurement; turn_spread is "
+            "(max - min) / median over its turns' figures in that process (the overhead's "
+            "turn-pair ratios, the roofline's turn fractions, the scaling's turn step "
+            "times). --thorough takes every measurement in several processes.", "",
+        ]  # fmt: skip
     return [
         "Each figure is the median over its rounds (rounds: how many), each round a "
         "fresh process, except the fraction and the best_ figures, taken over all the "

@@ -12,9 +12,9 @@ from typing import Any
 from harness import validate
 from harness.bench.plan import (
     BENCHMARKS,
-    MAX_ROUNDS,
     SETTLED_WITHIN,
     TASKS,
+    THOROUGH_MAX_ROUNDS,
     Job,
     _label,
     planned,
@@ -110,7 +110,7 @@ def run_bench(
     say: Callable[[dict], None] = lambda row: None,
     rounds: int = 1,
     progress: bool = False,
-    max_rounds: int = MAX_ROUNDS,
+    max_rounds: int = THOROUGH_MAX_ROUNDS,
     tasks: Iterable[str] = TASKS,
 ) -> list[dict[str, Any]]:
     """Run the named benchmarks of ``tasks``, each measurement in ``rounds`` processes,

@@ -23,6 +23,12 @@ def _spread(values: list[float]) -> float | None:
     return (max(values) - min(values)) / statistics.median(values) if len(values) > 1 else None
 
 
+def _turn_spread(turns: list[list[float]]) -> float | None:
+    """``_spread`` over every turn's figure of every round: with one round, the
+    spread a bare bench states (its turns timed seconds apart in one process)."""
+    return _spread([x for each in turns for x in each])
+
+
 def _uncertainty(values: list[float]) -> float | None:
     """The standard error of the median of ``values``, relative to it: 1.25 s / sqrt(n)
     (s the standard deviation over the rounds), as for values spread about normally."""
@@ -50,11 +56,6 @@ def _each_turn(ok: list[dict[str, Any]], figure: Callable, *keys: str) -> list[l
     return [[figure(*turn) for turn in zip(*(r[k] for k in keys), strict=True)] for r in ok]
 
 
-def _per_round(ok: list[dict[str, Any]], figure: Callable, *keys: str) -> list[float]:
-    """Each round's figure: the median over its turns (``_each_turn``)."""
-    return [_median(turns) for turns in _each_turn(ok, figure, *keys)]
-
-
 def _best_fraction(flops: float, steps: list[float], matmuls: list[float]) -> float | None:
     """The roofline's figure: the step's FLOP/s at its fastest turn over the matmul's
     at its fastest reading, both timed in the same processes. The host's other tenants
@@ -80,15 +81,16 @@ def _turns(ok: list[dict[str, Any]], *keys: str) -> list[dict[str, Any]]:
 
 def overhead_row(job: Job, results: list[dict[str, Any]]) -> dict[str, Any]:
     ok = _ok(results)
-    ratios = _per_round(ok, lambda h, u: h / u, "harness_block_s", "minimal_block_s")
+    pairs = _each_turn(ok, lambda h, u: h / u, "harness_block_s", "minimal_block_s")
+    ratios = [_median(turns) for turns in pairs]
     h = [_median(r["harness_block_s"]) for r in ok]
     u = [_median(r["minimal_block_s"]) for r in ok]
     return {
         "benchmark": "overhead", **job.m.__dict__, "minimal_mode": job.minimal_mode,
         "harness_ms": _ms(_median(h)), "minimal_ms": _ms(_median(u)),
         "ratio": _median(ratios), "rounds": len(ratios), "ratios": ratios,
-        "spread": _spread(ratios), "uncertainty": _uncertainty(ratios),
-        "error": _error(results),
+        "spread": _spread(ratios), "turn_spread": _turn_spread(pairs),
+        "uncertainty": _uncertainty(ratios), "error": _error(results),
         "harness_ms_rounds": [_ms(x) for x in h],
         "minimal_ms_rounds": [_ms(x) for x in u],
         "turns": _turns(ok, "harness_block_s", "minimal_block_s"),
@@ -107,6 +109,7 @@ def scaling_row(job: Job, results: list[dict[str, Any]]) -> dict[str, Any]:
         "samples_per_s": None if not step else 1000 * job.m.batch / step,
         # of its figure, the step time at its fastest turn
         "spread": _spread(row["best_step_ms_rounds"]),
+        "turn_spread": _turn_spread([r["harness_block_s"] for r in _ok(results)]),
         "uncertainty": _uncertainty(row["best_step_ms_rounds"]),
     }  # fmt: skip
 
@@ -142,6 +145,7 @@ def _against_ceiling(m: Measure, results: list[dict[str, Any]]) -> dict[str, Any
         # every turn's fraction against the matmuls around it, their median
         "fraction_median": _median([f for t in turns for f in t]),
         "rounds": len(fractions), "fractions": fractions, "spread": _spread(fractions),
+        "turn_spread": _turn_spread(turns),
         "uncertainty": _uncertainty(fractions),
         "step_ms_rounds": [_ms(x) for x in steps],
         "best_step_ms_rounds": [_ms(min(r["harness_block_s"])) for r in ok],

@@ -7,7 +7,13 @@ import shlex
 from pathlib import Path
 
 from harness.backend import BACKENDS, MODES
-from harness.bench import BENCHMARKS, MAX_ROUNDS, ROUNDS, SETTLED_WITHIN
+from harness.bench import (
+    BENCHMARKS,
+    ROUNDS,
+    SETTLED_WITHIN,
+    THOROUGH_MAX_ROUNDS,
+    THOROUGH_ROUNDS,
+)
 from harness.bench import TASKS as BENCH_TASKS
 from harness.cli.common import MODES_HELP, add_frameworks, csv
 
@@ -27,20 +33,28 @@ def add_parser(sub) -> None:
         "--threads", type=int, default=0, help="intra-op threads per process (0: default)"
     )
     b.add_argument(
+        "--thorough",
+        action="store_true",
+        help=f"take every measurement in {THOROUGH_ROUNDS} fresh processes, and in more "
+        f"(up to {THOROUGH_MAX_ROUNDS}) while its median is unsettled: about five times "
+        "as long as the default, one process per measurement",
+    )
+    b.add_argument(
         "--rounds",
         type=int,
-        default=ROUNDS,
+        default=argparse.SUPPRESS,
         help="take every measurement in this many fresh processes, one pass over all "
         "measurements per round, and report the median and the spread (the roofline's "
-        "and scaling's figures: the fastest block over all rounds)",
+        "and scaling's figures: the fastest block over all rounds) "
+        f"(default: {ROUNDS}, {THOROUGH_ROUNDS} with --thorough)",
     )
     b.add_argument(
         "--max-rounds",
         type=int,
-        default=MAX_ROUNDS,
+        default=argparse.SUPPRESS,
         help="after --rounds, take further rounds (passes over the measurements still "
         f"unsettled: their median's standard error above {100 * SETTLED_WITHIN:.0f}%% of it) "
-        "up to this many in all",
+        f"up to this many in all (default: --rounds, {THOROUGH_MAX_ROUNDS} with --thorough)",
     )
     b.add_argument(
         "--tasks",
@@ -78,10 +92,13 @@ def _say(row: dict) -> None:
 
 
 def cmd(args: argparse.Namespace, argv: list[str]) -> int:
-    from harness.bench import read_rows, run_bench, validate_bench
+    from harness.bench import read_rows, rounds_for, run_bench, validate_bench
     from harness.results import ResultStore
 
-    validate_bench(args.benchmarks, args.frameworks, args.modes, args.rounds, args.tasks, args.jobs)
+    rounds, max_rounds = rounds_for(
+        args.thorough, getattr(args, "rounds", None), getattr(args, "max_rounds", None)
+    )
+    validate_bench(args.benchmarks, args.frameworks, args.modes, rounds, args.tasks, args.jobs)
     earlier = read_rows(Path(args.against)) if args.against else None
     store = ResultStore(args.out)
     print(f"rosetta bench: {', '.join(args.benchmarks)}; results in {store.dir}/", flush=True)
@@ -93,9 +110,9 @@ def cmd(args: argparse.Namespace, argv: list[str]) -> int:
             store.dir,
             args.threads,
             _say,
-            args.rounds,
+            rounds,
             progress=not args.quiet,
-            max_rounds=args.max_rounds,
+            max_rounds=max_rounds,
             tasks=args.tasks,
         )
         return _show(args, argv, rows, earlier, store.dir)

@@ -467,3 +467,36 @@ def test_the_progress_line_shows_the_figures_and_leaves_the_turns_to_the_file(
     assert "matmul_gflops_by_n" in line and "turns" not in line and "_rounds" not in line
     (row,) = bench.read_rows(tmp_path)
     assert len(row["turns"]) == bench.ROUNDS  # the CLI's default rounds, each one's turns kept
+
+
+def test_a_bare_bench_takes_one_process_per_measurement_and_thorough_takes_rounds(
+    monkeypatch, tmp_path
+):
+    monkeypatch.setattr(plan, "ROOFLINE_CASES", (("lenet", 64),))
+    args = ["bench", "roofline", "--frameworks", "jax", "--modes", "graph", "--quiet"]
+    # settled from the start: the thorough setting stops at its first rounds
+    for extra, rounds in (
+        ([], 1),
+        (["--thorough"], bench.THOROUGH_ROUNDS),
+        (["--thorough", "--rounds", "2"], 2),
+        (["--rounds", "3"], 3),
+    ):
+        taken: list = []
+        _fake(monkeypatch, [0.01, 0.01], matmul=[2e11] * 3, taken=taken)
+        out = tmp_path / str(len(extra)) / str(rounds)
+        assert main(args + extra + ["--out", str(out)]) == 0
+        assert [r for _, _, r in taken] == list(range(rounds)), extra
+    assert bench.rounds_for(True, None, None) == (bench.THOROUGH_ROUNDS, bench.THOROUGH_MAX_ROUNDS)
+    assert bench.rounds_for(False, 2, None) == (2, 2) and bench.rounds_for(False, 3, 1) == (3, 3)
+
+
+def test_one_round_tables_show_the_spread_over_turns(monkeypatch, tmp_path):
+    _fake(monkeypatch, [0.011, 0.012], [0.010, 0.010])
+    rows = bench.run_bench(["overhead"], ["torch"], ["eager"], tmp_path, rounds=1, max_rounds=1)
+    table = bench.tables(rows)["overhead"]
+    assert "turn_spread" in table and "spread" not in table and "rounds" not in table
+    md = bench.write_markdown(rows, tmp_path, "rosetta bench").read_text()
+    assert "one process per measurement" in md and "--thorough" in md
+    rows = bench.run_bench(["overhead"], ["torch"], ["eager"], tmp_path, rounds=2, max_rounds=2)
+    table = bench.tables(rows)["overhead"]
+    assert "spread" in table and "turn_spread" not in table and "rounds" in table

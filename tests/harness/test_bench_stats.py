@@ -15,8 +15,8 @@ from harness.bench.stats import (
     _each_turn,
     _median,
     _ms,
-    _per_round,
     _spread,
+    _turn_spread,
     _turns,
     _uncertainty,
     overhead_row,
@@ -75,7 +75,7 @@ def test_turns_pair_up_within_each_round():
     assert _around([1.0, 3.0, 5.0]) == [2.0, 4.0]
     ok = [{"a": [2.0, 4.0, 9.0], "b": [1.0, 2.0, 3.0]}, {"a": [1.0], "b": [4.0]}]
     assert _each_turn(ok, lambda a, b: a / b, "a", "b") == [[2.0, 2.0, 3.0], [0.25]]
-    assert _per_round(ok, lambda a, b: a / b, "a", "b") == [2.0, 0.25]
+    assert _turn_spread(_each_turn(ok, lambda a, b: a / b, "a", "b")) == pytest.approx(1.375)
     assert _turns(ok, "a", "missing") == [{"a": [2.0, 4.0, 9.0]}, {"a": [1.0]}]
     with pytest.raises(ValueError):  # a turn short on one side
         _each_turn([{"a": [1.0, 2.0], "b": [1.0]}], lambda a, b: a / b, "a", "b")
@@ -150,3 +150,22 @@ def test_scaling_rows_carry_the_fraction_of_the_matmul_timed_around_their_turns(
     assert row["samples_per_s"] == pytest.approx(256 / 0.01)  # at the fastest turn
     assert row["achieved_gflops"] == pytest.approx(flops / 0.01 / 1e9)
     assert row["best_step_ms_rounds"] == pytest.approx([10.0])
+
+
+def test_one_process_states_the_spread_over_its_turns():
+    # the spread a bare bench gives: over the turns of its one process, per benchmark
+    over = overhead_row(
+        Job("overhead", Measure("mlp", 128, "torch", "eager"), "eager"),
+        [_result([0.011, 0.012, 0.010], [0.010, 0.010, 0.010])],
+    )
+    assert over["spread"] is None and over["turn_spread"] == pytest.approx(0.2 / 1.1)
+    roof = roofline_row(
+        Job("roofline", Measure("lenet", 64, "jax", "graph")),
+        [_result([0.01, 0.02], matmul=[2e11, 2e11, 2e11])],
+    )
+    assert roof["turn_spread"] == pytest.approx((1 - 0.5) / 0.75)  # fractions f and f/2
+    scaled = scaling_row(
+        Job("scaling", Measure("mlp", 256, "torch", "graph")),
+        [_result([0.01, 0.03, 0.02], matmul=[2e11] * 4)],
+    )
+    assert scaled["turn_spread"] == pytest.approx(0.02 / 0.02)  # of its step times
