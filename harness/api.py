@@ -81,8 +81,19 @@ def cells(
 
 
 # the options that say which cells a run holds; a resume must not change them
-MATRIX_OPTIONS = ("tasks", "spec_files", "frameworks", "modes", "devices", "data_dir", "init",
-                  "threads", "epochs", "repeats", "strict_data")  # fmt: skip
+MATRIX_OPTIONS = (
+    "tasks",
+    "spec_files",
+    "frameworks",
+    "modes",
+    "devices",
+    "data_dir",
+    "init",
+    "threads",
+    "epochs",
+    "repeats",
+    "strict_data",
+)
 
 
 def resumed_options(run_dir: str | Path, given: dict) -> dict:
@@ -153,8 +164,11 @@ class Campaign:
     def run(self, progress: bool = True, rerun: str = "none") -> list[dict]:
         todo = still_to_run(self.matrix, self.store.records, rerun)
         if len(todo) < len(self.matrix):
-            print(f"rosetta: resuming: {len(self.matrix) - len(todo)} of {len(self.matrix)} "
-                  f"cells have records already; running {len(todo)}", flush=True)  # fmt: skip
+            print(
+                f"rosetta: resuming: {len(self.matrix) - len(todo)} of {len(self.matrix)} "
+                f"cells have records already; running {len(todo)}",
+                flush=True,
+            )
         return run_matrix(todo, self.store, progress=progress, executor=self.executor)
 
     def close(self) -> None:

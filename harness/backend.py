@@ -215,9 +215,12 @@ def plugin_backends(text: str) -> dict[str, BackendInfo]:
                 f"{PLUGINS_ENV}: {item!r} is not name=module:Class[@mode+mode][^package+package]"
             )
         found[name] = BackendInfo(
-            name, target, tuple(filter(None, packages.split("+"))), "",
+            name,
+            target,
+            tuple(filter(None, packages.split("+"))),
+            "",
             tuple((modes or "eager+graph").split("+")),
-        )  # fmt: skip
+        )
     return found
 
 

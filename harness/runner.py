@@ -131,9 +131,17 @@ def plan(
                     for n in threads:
                         for rep in range(repeats):
                             cells.append(
-                                Cell(spec, source, fw, mode, resolve_device(dev), n,
-                                     repeat=rep, **options)
-                            )  # fmt: skip
+                                Cell(
+                                    spec,
+                                    source,
+                                    fw,
+                                    mode,
+                                    resolve_device(dev),
+                                    n,
+                                    repeat=rep,
+                                    **options,
+                                )
+                            )
     return cells
 
 
@@ -189,8 +197,9 @@ def run_in_each_framework(
                 results[fw] = {"status": "unavailable", "error": hint, "version": None}
                 continue
             cfg = cfg_for(info).model_dump_json()
-            futures[fw] = executor.submit(Job(fw, worker, cfg, thread_env(BACKENDS[fw], executor.threads),
-                                              timeout_s))  # fmt: skip
+            futures[fw] = executor.submit(
+                Job(fw, worker, cfg, thread_env(BACKENDS[fw], executor.threads), timeout_s)
+            )
         for fw, future in futures.items():
             run = future.result()
             result = run.record or {"status": "failed", "error": run.detail}
@@ -259,8 +268,17 @@ def run_cell_process(
 # --------------------------------------------------------------------------- resume
 
 # what makes two cells the same measurement: a record with this key is that cell's
-KEY_FIELDS = ("task", "spec_hash", "framework", "mode", "device", "dtype", "init", "threads",
-              "repeat")  # fmt: skip
+KEY_FIELDS = (
+    "task",
+    "spec_hash",
+    "framework",
+    "mode",
+    "device",
+    "dtype",
+    "init",
+    "threads",
+    "repeat",
+)
 FINISHED = ("ok", "failed", "timeout", "diverged")  # statuses a resume does not run again
 RERUN = {"none": (), "failed": ("failed", "timeout", "diverged")}
 
@@ -272,9 +290,16 @@ def framework_versions(info: BackendInfo) -> dict[str, str | None]:
 
 def cell_key(cell: Cell) -> tuple:
     return (
-        cell.spec.name, cell.spec.spec_hash(), cell.framework, cell.mode, cell.device,
-        cell.dtype, cell.init, cell.threads, cell.repeat,
-    )  # fmt: skip
+        cell.spec.name,
+        cell.spec.spec_hash(),
+        cell.framework,
+        cell.mode,
+        cell.device,
+        cell.dtype,
+        cell.init,
+        cell.threads,
+        cell.repeat,
+    )
 
 
 def record_key(record: dict[str, Any]) -> tuple:
@@ -306,9 +331,10 @@ def still_to_run(
     for cell in cells:
         versions = framework_versions(cell.info)
         done = [
-            r for r in by_key.get(cell_key(cell), [])
+            r
+            for r in by_key.get(cell_key(cell), [])
             if r.get("status") in skip and same_versions(r, versions)
-        ]  # fmt: skip
+        ]
         if not done:
             todo.append(cell)
     return todo

@@ -141,8 +141,7 @@ def run_worker(
     watch, hold = os.pipe()  # the watchdog reads `watch`; only this process holds `hold`
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-S", "-c", TRAMPOLINE, module, str(os.getpid()), pinned,
-             str(watch)],
+            [sys.executable, "-S", "-c", TRAMPOLINE, module, str(os.getpid()), pinned, str(watch)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -150,7 +149,7 @@ def run_worker(
             text=True,
             start_new_session=True,
             pass_fds=(watch,),
-        )  # fmt: skip
+        )
     finally:
         os.close(watch)
     if running is not None:

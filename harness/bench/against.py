@@ -61,24 +61,39 @@ def stability(rows: list[dict[str, Any]], earlier: list[dict[str, Any]]) -> pd.D
         now, then = r.get(field), b.get(field)
         change = _change(now, then)
         # (a scaling figure is its best step: its step_change would repeat change)
-        parts = {} if r["benchmark"] == "overhead" else {
-            name: None if key == field else _change(r.get(key), b.get(key))
-            for name, key in PARTS.items()
-        }  # fmt: skip
-        out.append({
-            "benchmark": r["benchmark"], "task": r["task"], "batch": r["batch"],
-            "framework": r["framework"], "mode": r["mode"],
-            "minimal_mode": r.get("minimal_mode") or "", "figure": field,
-            "before": then, "now": now, "change": change,
-            "stable": None if change is None else abs(change) <= STABLE_WITHIN, **parts,
-        })  # fmt: skip
+        parts = (
+            {}
+            if r["benchmark"] == "overhead"
+            else {
+                name: None if key == field else _change(r.get(key), b.get(key))
+                for name, key in PARTS.items()
+            }
+        )
+        out.append(
+            {
+                "benchmark": r["benchmark"],
+                "task": r["task"],
+                "batch": r["batch"],
+                "framework": r["framework"],
+                "mode": r["mode"],
+                "minimal_mode": r.get("minimal_mode") or "",
+                "figure": field,
+                "before": then,
+                "now": now,
+                "change": change,
+                "stable": None if change is None else abs(change) <= STABLE_WITHIN,
+                **parts,
+            }
+        )
     return pd.DataFrame(out)
 
 
 def held(stable: pd.DataFrame) -> str:
     """How many of the figures compared held, in words."""
     compared = stable["stable"].notna()
-    line = (f"{int(stable['stable'][compared].astype(bool).sum())} of {int(compared.sum())} "
-            f"compared held within {STABLE_WITHIN:.0%}")  # fmt: skip
+    line = (
+        f"{int(stable['stable'][compared].astype(bool).sum())} of {int(compared.sum())} "
+        f"compared held within {STABLE_WITHIN:.0%}"
+    )
     missing = len(stable) - int(compared.sum())
     return line + (f" ({missing} with no figure before or now)" if missing else "")

@@ -95,13 +95,20 @@ def paired(
     if minimal_mode is not None and not info.minimal:
         return {"error": f"{m.framework} declares no hand-written loop (its minimal module)"}
     cfg = PairedConfig(
-        spec=bench_spec(m.task, m.batch), source=m.task, framework=m.framework,
-        target=info.target, mode=m.mode, threads=m.threads, blocks=blocks, block=block,
+        spec=bench_spec(m.task, m.batch),
+        source=m.task,
+        framework=m.framework,
+        target=info.target,
+        mode=m.mode,
+        threads=m.threads,
+        blocks=blocks,
+        block=block,
         matmul_sizes=tuple(matmul_sizes),
-        minimal=None if minimal_mode is None
+        minimal=None
+        if minimal_mode is None
         else {"model": m.task, "batch": m.batch, "mode": minimal_mode},
         minimal_module=info.minimal,
-    )  # fmt: skip
+    )
     log = out / "logs" / f"{benchmark}-{_slug(m)}-{minimal_mode or 'alone'}-r{round_}.log"
     result = run_worker(
         "harness.paired",
@@ -177,23 +184,31 @@ def overhead(frameworks: Iterable[str], modes: Iterable[str], threads: int) -> l
             pairs = [(mode, mode) for mode in _modes(fw, modes)]
             extra = BACKENDS[fw].minimal_only
             pairs += [(theirs, ours) for theirs, ours in extra if ours in modes]
-            jobs += [Job("overhead", Measure(task, batch, fw, mode, threads), their_mode)
-                     for their_mode, mode in pairs]  # fmt: skip
+            jobs += [
+                Job("overhead", Measure(task, batch, fw, mode, threads), their_mode)
+                for their_mode, mode in pairs
+            ]
     return jobs
 
 
 def roofline(frameworks: Iterable[str], modes: Iterable[str], threads: int) -> list[Job]:
     """Each roofline case in each framework and mode, against its matmul."""
-    return [Job("roofline", Measure(task, batch, fw, mode, threads))
-            for task, batch in ROOFLINE_CASES for fw in frameworks
-            for mode in _modes(fw, modes)]  # fmt: skip
+    return [
+        Job("roofline", Measure(task, batch, fw, mode, threads))
+        for task, batch in ROOFLINE_CASES
+        for fw in frameworks
+        for mode in _modes(fw, modes)
+    ]
 
 
 def scaling(frameworks: Iterable[str], modes: Iterable[str], threads: int) -> list[Job]:
     """The MLP at each scaling batch in each framework and mode, against its matmul."""
-    return [Job("scaling", Measure("mlp", batch, fw, mode, threads))
-            for batch in SCALING_BATCHES for fw in frameworks
-            for mode in _modes(fw, modes)]  # fmt: skip
+    return [
+        Job("scaling", Measure("mlp", batch, fw, mode, threads))
+        for batch in SCALING_BATCHES
+        for fw in frameworks
+        for mode in _modes(fw, modes)
+    ]
 
 
 def _modes(framework: str, modes: Iterable[str]) -> list[str]:

@@ -19,8 +19,11 @@ def half_ceiling(rows: list[dict[str, Any]], benchmark: str) -> pd.DataFrame:
     from which every larger batch's step also reaches ``HALF`` of its matmul ceiling
     (missing where the largest batch's does not), and the best fraction measured."""
 
-    mlp = [r for r in rows if r["benchmark"] == benchmark and r["task"] == "mlp"
-           and r.get("fraction") is not None]  # fmt: skip
+    mlp = [
+        r
+        for r in rows
+        if r["benchmark"] == benchmark and r["task"] == "mlp" and r.get("fraction") is not None
+    ]
     if not mlp:
         return pd.DataFrame()
     out = []
@@ -29,30 +32,41 @@ def half_ceiling(rows: list[dict[str, Any]], benchmark: str) -> pd.DataFrame:
         below = part["batch"][part["fraction"] < HALF]
         reached = part["batch"][part["batch"] > below.max()] if len(below) else part["batch"]
         best = part.loc[part["fraction"].idxmax()]
-        out.append({
-            "framework": fw, "mode": mode,
-            "half_from_batch": reached.min() if len(reached) else None,
-            "batches": f"{part['batch'].min()}-{part['batch'].max()}",
-            "best_fraction": best["fraction"], "at_batch": best["batch"],
-        })  # fmt: skip
+        out.append(
+            {
+                "framework": fw,
+                "mode": mode,
+                "half_from_batch": reached.min() if len(reached) else None,
+                "batches": f"{part['batch'].min()}-{part['batch'].max()}",
+                "best_fraction": best["fraction"],
+                "at_batch": best["batch"],
+            }
+        )
     return pd.DataFrame(out).astype({"half_from_batch": "Int64", "at_batch": "Int64"})
+
+
+# each benchmark's table: its columns, in order (_hidden leaves some out)
+COLUMNS = {
+    "overhead": (
+        "task batch framework mode minimal_mode harness_ms minimal_ms ratio spread "
+        "turn_spread rounds"
+    ).split(),
+    "roofline": (
+        "task batch framework mode step_ms best_step_ms achieved_gflops best_matmul_gflops "
+        "fraction fraction_median spread turn_spread rounds read_gbps"
+    ).split(),
+    "scaling": (
+        "batch framework mode best_step_ms samples_per_s step_ms achieved_gflops "
+        "best_matmul_gflops fraction spread turn_spread rounds read_gbps"
+    ).split(),
+}
 
 
 def tables(rows: list[dict[str, Any]]) -> dict[str, pd.DataFrame]:
     """One DataFrame per benchmark, numbers rounded for reading."""
-
     df = pd.DataFrame(rows)
     out = {}
-    for name, columns in (
-        ("overhead", ["task", "batch", "framework", "mode", "minimal_mode", "harness_ms",
-                      "minimal_ms", "ratio", "spread", "turn_spread", "rounds"]),
-        ("roofline", ["task", "batch", "framework", "mode", "step_ms", "best_step_ms",
-                      "achieved_gflops", "best_matmul_gflops", "fraction", "fraction_median",
-                      "spread", "turn_spread", "rounds", "read_gbps"]),
-        ("scaling", ["batch", "framework", "mode", "best_step_ms", "samples_per_s", "step_ms",
-                     "achieved_gflops", "best_matmul_gflops", "fraction", "spread", "turn_spread",
-                     "rounds", "read_gbps"]),
-    ):  # fmt: skip
+    for name, columns in COLUMNS.items():
         part = df[df["benchmark"] == name] if not df.empty else df
         if not part.empty:
             shown = [c for c in columns if c in part and not _hidden(part, c)]
@@ -111,16 +125,18 @@ def _rounds_note(rows: list[dict[str, Any]]) -> list[str]:
             "Each figure comes from one process per measurement; turn_spread is "
             "(max - min) / median over its turns' figures in that process (the overhead's "
             "turn-pair ratios, the roofline's turn fractions, the scaling's turn step "
-            "times). --thorough takes every measurement in several processes.", "",
-        ]  # fmt: skip
+            "times). --thorough takes every measurement in several processes.",
+            "",
+        ]
     return [
         "Each figure is the median over its rounds (rounds: how many), each round a "
         "fresh process, except the fraction and the best_ figures, taken over all the "
         "rounds' turns; spread is "
         "(max - min) / median over the rounds' figures. A measurement whose rounds' "
         f"median had a standard error (1.25 s / sqrt(n)) above {SETTLED_WITHIN:.0%} of "
-        "it after --rounds took further rounds, up to --max-rounds.", "",
-    ]  # fmt: skip
+        "it after --rounds took further rounds, up to --max-rounds.",
+        "",
+    ]
 
 
 def _benchmark_sections(rows: list[dict[str, Any]]) -> list[str]:
@@ -134,12 +150,13 @@ def _benchmark_sections(rows: list[dict[str, Any]]) -> list[str]:
         half = half_ceiling(rows, name)
         if not half.empty:
             parts += [
-                markdown_table(half.round(3)), "",
+                markdown_table(half.round(3)),
+                "",
                 f"half_from_batch: the smallest batch from which the MLP's step reaches "
                 f"{HALF:.0%} of its mode's matmul ceiling at every larger batch measured too "
                 "(-: not even at the largest); best_fraction: the highest fraction, at at_batch.",
                 "",
-            ]  # fmt: skip
+            ]
     return parts
 
 
@@ -151,14 +168,18 @@ def _stability_section(stable: pd.DataFrame | None) -> list[str]:
         return []
     shown = stable.drop(columns="minimal_mode" if (stable["minimal_mode"] == "").all() else [])
     return [
-        "## stability", "", markdown_table(shown.round(4)), "",
+        "## stability",
+        "",
+        markdown_table(shown.round(4)),
+        "",
         f"Each figure against the same measurement's in an earlier invocation (--against): "
         f"change is now / before - 1; stable when within {STABLE_WITHIN:.0%}. "
         "step_change, matmul_change and read_change (roofline and scaling): the same of "
         "the step time (a scaling figure's own), the matmul ceiling and the memory "
         "reading, to tell which moved. "
-        f"{held(stable)}.", "",
-    ]  # fmt: skip
+        f"{held(stable)}.",
+        "",
+    ]
 
 
 def write_markdown(

@@ -134,8 +134,7 @@ def run_bench(
     out.mkdir(parents=True, exist_ok=True)
     jobs = planned(benchmarks, frameworks, modes, threads, tasks)
     groups = shared(jobs)
-    bar = tqdm(total=rounds * len(groups), disable=not progress, unit="process",
-               dynamic_ncols=True)  # fmt: skip
+    bar = tqdm(total=rounds * len(groups), disable=not progress, unit="process", dynamic_ncols=True)
     settling = _Settling(jobs, groups, out, say, rounds, max_rounds, bar)
     todo = list(range(len(groups)))
     try:

@@ -86,15 +86,22 @@ def overhead_row(job: Job, results: list[dict[str, Any]]) -> dict[str, Any]:
     h = [_median(r["harness_block_s"]) for r in ok]
     u = [_median(r["minimal_block_s"]) for r in ok]
     return {
-        "benchmark": "overhead", **job.m.__dict__, "minimal_mode": job.minimal_mode,
-        "harness_ms": _ms(_median(h)), "minimal_ms": _ms(_median(u)),
-        "ratio": _median(ratios), "rounds": len(ratios), "ratios": ratios,
-        "spread": _spread(ratios), "turn_spread": _turn_spread(pairs),
-        "uncertainty": _uncertainty(ratios), "error": _error(results),
+        "benchmark": "overhead",
+        **job.m.__dict__,
+        "minimal_mode": job.minimal_mode,
+        "harness_ms": _ms(_median(h)),
+        "minimal_ms": _ms(_median(u)),
+        "ratio": _median(ratios),
+        "rounds": len(ratios),
+        "ratios": ratios,
+        "spread": _spread(ratios),
+        "turn_spread": _turn_spread(pairs),
+        "uncertainty": _uncertainty(ratios),
+        "error": _error(results),
         "harness_ms_rounds": [_ms(x) for x in h],
         "minimal_ms_rounds": [_ms(x) for x in u],
         "turns": _turns(ok, "harness_block_s", "minimal_block_s"),
-    }  # fmt: skip
+    }
 
 
 def roofline_row(job: Job, results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -105,13 +112,14 @@ def scaling_row(job: Job, results: list[dict[str, Any]]) -> dict[str, Any]:
     row = _against_ceiling(job.m, results)
     step = row["best_step_ms"]
     return {
-        "benchmark": "scaling", **row,
+        "benchmark": "scaling",
+        **row,
         "samples_per_s": None if not step else 1000 * job.m.batch / step,
         # of its figure, the step time at its fastest turn
         "spread": _spread(row["best_step_ms_rounds"]),
         "turn_spread": _turn_spread([r["harness_block_s"] for r in _ok(results)]),
         "uncertainty": _uncertainty(row["best_step_ms_rounds"]),
-    }  # fmt: skip
+    }
 
 
 def _against_ceiling(m: Measure, results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -128,8 +136,10 @@ def _against_ceiling(m: Measure, results: list[dict[str, Any]]) -> dict[str, Any
     best_matmul = max(every_matmul, default=None)
     steps = [_median(r["harness_block_s"]) for r in ok]
     peaks = [_median(r["matmul_flops"]) for r in ok]
-    by_n = {n: _median([_median(r["matmul_flops_by_n"][n]) for r in ok])
-            for n in (ok[0].get("matmul_flops_by_n", {}) if ok else {})}  # fmt: skip
+    by_n = {
+        n: _median([_median(r["matmul_flops_by_n"][n]) for r in ok])
+        for n in (ok[0].get("matmul_flops_by_n", {}) if ok else {})
+    }
     reads = [_median(r["read_gbps"]) for r in ok if r.get("read_gbps")]
     step, peak = _median(steps), _median(peaks)
     return {
@@ -144,7 +154,9 @@ def _against_ceiling(m: Measure, results: list[dict[str, Any]]) -> dict[str, Any
         "fraction": _best_fraction(flops, every_step, every_matmul),
         # every turn's fraction against the matmuls around it, their median
         "fraction_median": _median([f for t in turns for f in t]),
-        "rounds": len(fractions), "fractions": fractions, "spread": _spread(fractions),
+        "rounds": len(fractions),
+        "fractions": fractions,
+        "spread": _spread(fractions),
         "turn_spread": _turn_spread(turns),
         "uncertainty": _uncertainty(fractions),
         "step_ms_rounds": [_ms(x) for x in steps],
@@ -154,11 +166,12 @@ def _against_ceiling(m: Measure, results: list[dict[str, Any]]) -> dict[str, Any
         "matmul_gflops_by_n": {n: x / 1e9 for n, x in by_n.items()},
         # the host's memory speed, read with each matmul: a fraction that moved while
         # the matmul held may have moved with it
-        "read_gbps": _median(reads), "read_gbps_rounds": reads,
+        "read_gbps": _median(reads),
+        "read_gbps_rounds": reads,
         "turns": _turns(ok, "harness_block_s", "matmul_flops_by_n", "read_gbps"),
         "peak_rss_mb": _median([r["peak_rss_mb"] for r in ok if r.get("peak_rss_mb")]),
         "error": _error(results),
-    }  # fmt: skip
+    }
 
 
 ROWS = {"overhead": overhead_row, "roofline": roofline_row, "scaling": scaling_row}

@@ -106,9 +106,15 @@ class LocalExecutor:
             # the worker runs from this thread, which lives until the worker ends: the
             # kernel kills the worker when the thread that started it dies
             result = run_worker(
-                job.module, job.config, env, job.timeout_s, None, on_event, slot.cores,
+                job.module,
+                job.config,
+                env,
+                job.timeout_s,
+                None,
+                on_event,
+                slot.cores,
                 self._running,
-            )  # fmt: skip
+            )
             result.extra = {**extra, "ended": time.time()}
             return result
         finally:

@@ -99,8 +99,9 @@ def run_on_node(module: str, config: str, env: dict[str, str | None], timeout_s:
     def run() -> None:
         # this thread lives as long as the worker does: the worker dies with it
         try:
-            box["result"] = worker.run_worker(module, config, cell_env(env), timeout_s,
-                                              None, events.put)  # fmt: skip
+            box["result"] = worker.run_worker(
+                module, config, cell_env(env), timeout_s, None, events.put
+            )
         finally:
             events.put(done)
 
@@ -199,20 +200,30 @@ class RayExecutor:
             future.set_result(ProcessResult(None, "cancelled", "the run was stopped"))
             return future
         if job.gpus and not self._fits_gpus(job.gpus):
-            future.set_result(self._lost_result(job, None, (
-                f"no node of the Ray cluster has {job.gpus} GPU(s) and a {SLOT}: start one "
-                f"with `ray start --address=HEAD:PORT --num-gpus=1 "
-                f"--resources='{{\"{SLOT}\": 1}}'`"
-            ), prefix=False))  # fmt: skip
+            future.set_result(
+                self._lost_result(
+                    job,
+                    None,
+                    (
+                        f"no node of the Ray cluster has {job.gpus} GPU(s) and a {SLOT}: start one "
+                        f"with `ray start --address=HEAD:PORT --num-gpus=1 "
+                        f"--resources='{{\"{SLOT}\": 1}}'`"
+                    ),
+                    prefix=False,
+                )
+            )
             return future
         entry = _Running(job, future)
         with self._lock:
             self._running[id(entry)] = entry
             # no Ray CPU: the slot is the claim; never retried: a crash is the status
             entry.stream = self._task.options(
-                num_cpus=0, num_gpus=job.gpus, resources={SLOT: 1}, max_retries=0,
+                num_cpus=0,
+                num_gpus=job.gpus,
+                resources={SLOT: 1},
+                max_retries=0,
                 name=f"rosetta {job.label}",
-            ).remote(job.module, job.config, dict(job.env), job.timeout_s)  # fmt: skip
+            ).remote(job.module, job.config, dict(job.env), job.timeout_s)
         threading.Thread(
             target=self._follow, args=(entry, on_event), name="rosetta-ray", daemon=True
         ).start()
@@ -220,10 +231,11 @@ class RayExecutor:
 
     def _fits_gpus(self, gpus: int) -> bool:
         return any(
-            node.get("Alive") and node["Resources"].get(SLOT, 0) >= 1
+            node.get("Alive")
+            and node["Resources"].get(SLOT, 0) >= 1
             and node["Resources"].get("GPU", 0) >= gpus
             for node in ray.nodes()
-        )  # fmt: skip
+        )
 
     def _follow(self, entry: _Running, on_event: Callable[[dict], None]) -> None:
         """Reads one task's stream until its result; resolves its future whatever
@@ -247,10 +259,15 @@ class RayExecutor:
             result = ProcessResult(None, "cancelled", "the run was stopped", extra=extra)
         except ray.exceptions.RayTaskError as err:
             # the task itself raised on the node: rosetta missing or another version there
-            result = self._lost_result(entry.job, entry, (
-                "the Ray task failed on its node before the cell's worker ran (is the "
-                f"same rosetta installed there?): {_first_line(err.cause or err)}"
-            ), prefix=False)  # fmt: skip
+            result = self._lost_result(
+                entry.job,
+                entry,
+                (
+                    "the Ray task failed on its node before the cell's worker ran (is the "
+                    f"same rosetta installed there?): {_first_line(err.cause or err)}"
+                ),
+                prefix=False,
+            )
         except Exception as err:  # NodeDiedError, WorkerCrashedError, ObjectLostError, ...
             result = self._lost_result(entry.job, entry, _first_line(err))
         self._resolve(entry, result)
@@ -260,8 +277,15 @@ class RayExecutor:
     ) -> ProcessResult:
         if prefix:
             why = f"the Ray node running it died (or lost its worker): {why}"
-        extra = {"node": None, "node_ip": None, "node_id": None, "slot": None,
-                 "cores": None, "gpu": None, "started": None}  # fmt: skip
+        extra = {
+            "node": None,
+            "node_ip": None,
+            "node_id": None,
+            "slot": None,
+            "cores": None,
+            "gpu": None,
+            "started": None,
+        }
         if entry is not None:
             extra.update(entry.extra)
         extra["ended"] = time.time()

@@ -138,17 +138,24 @@ def _draw_baselines(ax, record: Record, metric: str | None) -> None:
     for name, value in (record.get("baselines") or {}).items():
         if metric and metric in name:
             ax.axhline(value, color=FAILED_COLOR, lw=1, linestyle="--")
-            ax.annotate(name.replace("_", " "), (0.01, value), xycoords=("axes fraction", "data"),
-                        color=FAILED_COLOR, fontsize=8, va="bottom")  # fmt: skip
+            ax.annotate(
+                name.replace("_", " "),
+                (0.01, value),
+                xycoords=("axes fraction", "data"),
+                color=FAILED_COLOR,
+                fontsize=8,
+                va="bottom",
+            )
 
 
 def layer_scatter(task_records: list[Record]) -> Figure | None:
     """A recorded 2-d layer (an autoencoder's code) on the test set, one panel per
     framework x mode, points coloured by class."""
     drawn = [
-        r for r in task_records
+        r
+        for r in task_records
         if r.get("layer_outputs") and len((r["layer_outputs"]["values"] or [[]])[0]) == 2
-    ]  # fmt: skip
+    ]
     if not drawn:
         return None
     fig = Figure(figsize=(max(4.8, min(3.2 * len(drawn), 13)), 3.6), layout="constrained")
@@ -306,14 +313,28 @@ def scaling_figure(df: pd.DataFrame, half: float) -> Figure:
         ax_flops.plot(part["batch"], part["achieved_gflops"], **style)
         if fractions:
             axes[2].plot(part["batch"], part["fraction"], **style)
-    ax_time.set(xscale="log", yscale="log", xlabel="batch size", ylabel="ms per step",
-                title="step time (fastest turn)")  # fmt: skip
-    ax_flops.set(xscale="log", xlabel="batch size", ylabel="GFLOP/s",
-                 title="achieved FLOP/s (matrix products)")  # fmt: skip
+    ax_time.set(
+        xscale="log",
+        yscale="log",
+        xlabel="batch size",
+        ylabel="ms per step",
+        title="step time (fastest turn)",
+    )
+    ax_flops.set(
+        xscale="log",
+        xlabel="batch size",
+        ylabel="GFLOP/s",
+        title="achieved FLOP/s (matrix products)",
+    )
     if fractions:
         axes[2].axhline(half, color="0.4", linewidth=0.8, linestyle=":")
-        axes[2].set(xscale="log", xlabel="batch size", ylabel="step FLOP/s / matmul FLOP/s",
-                    title="fraction of the mode's own matmul", ylim=(0, 1))  # fmt: skip
+        axes[2].set(
+            xscale="log",
+            xlabel="batch size",
+            ylabel="step FLOP/s / matmul FLOP/s",
+            title="fraction of the mode's own matmul",
+            ylim=(0, 1),
+        )
     for ax in axes:
         ax.grid(alpha=0.3)
     ax_flops.legend(frameon=False, fontsize=8)

@@ -70,8 +70,15 @@ def collapse_repeats(df: pd.DataFrame) -> pd.DataFrame:
         failed = group[group["status"] != "ok"]
         row = (failed if not failed.empty else group).iloc[0].copy()
         if not ok.empty:
-            for column in ("step_median_ms", "step_iqr_ms", "first_step_s", "total_s",
-                           "time_to_target_s", "test_value", "final_train_loss"):  # fmt: skip
+            for column in (
+                "step_median_ms",
+                "step_iqr_ms",
+                "first_step_s",
+                "total_s",
+                "time_to_target_s",
+                "test_value",
+                "final_train_loss",
+            ):
                 row[column] = ok[column].median()
         medians = ok["step_median_ms"].dropna()
         row["repeats"] = len(group)
@@ -152,19 +159,35 @@ def final_agreement(
         status = "not stated" if tol is None else "pass" if spread <= tol + 1e-12 else "fail"
         rows.append(
             {
-                "task": task, "mode": mode, "device": device,
+                "task": task,
+                "mode": mode,
+                "device": device,
                 "metric": group["test_metric"].iloc[0],
                 "frameworks": ", ".join(group["framework"]),
                 "lowest": float(group["test_value"].min()),
                 "highest": float(group["test_value"].max()),
-                "spread": spread, "tolerance": tol, "status": status, "why": why,
+                "spread": spread,
+                "tolerance": tol,
+                "status": status,
+                "why": why,
             }
-        )  # fmt: skip
+        )
     return pd.DataFrame(
         rows,
-        columns=["task", "mode", "device", "metric", "frameworks", "lowest", "highest",
-                 "spread", "tolerance", "status", "why"],
-    )  # fmt: skip
+        columns=[
+            "task",
+            "mode",
+            "device",
+            "metric",
+            "frameworks",
+            "lowest",
+            "highest",
+            "spread",
+            "tolerance",
+            "status",
+            "why",
+        ],
+    )
 
 
 def display_agreement(df: pd.DataFrame) -> pd.DataFrame:

@@ -110,9 +110,11 @@ class JaxBackend:
 
     def versions(self) -> dict[str, str]:
         return {
-            "jax": jax.__version__, "jaxlib": jaxlib.__version__,
-            "flax": flax.__version__, "optax": optax.__version__,
-        }  # fmt: skip
+            "jax": jax.__version__,
+            "jaxlib": jaxlib.__version__,
+            "flax": flax.__version__,
+            "optax": optax.__version__,
+        }
 
     def device_name(self) -> str:
         return "cpu" if self.device.platform == "cpu" else self.device.device_kind

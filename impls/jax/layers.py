@@ -417,10 +417,14 @@ def _layer(layer: S.Layer, shape: S.Shape, dtype, rngs: nnx.Rngs):
         case S.Conv2D() | S.Conv1D():
             dims = 2 if isinstance(layer, S.Conv2D) else 1
             return nnx.Conv(
-                shape[-1], layer.filters, kernel_size=(layer.kernel,) * dims,
-                strides=(layer.stride,) * dims, padding=_PADDING[layer.padding],
-                use_bias=layer.use_bias, **common,
-            )  # fmt: skip
+                shape[-1],
+                layer.filters,
+                kernel_size=(layer.kernel,) * dims,
+                strides=(layer.stride,) * dims,
+                padding=_PADDING[layer.padding],
+                use_bias=layer.use_bias,
+                **common,
+            )
         case S.MaxPool2D() | S.AvgPool2D():
             pool = max_pool if isinstance(layer, S.MaxPool2D) else avg_pool
             window, strides = (layer.size,) * 2, (layer.strides,) * 2

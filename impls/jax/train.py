@@ -91,9 +91,12 @@ def make_optimizer(opt: Optimizer, clip_norm: float | None = None) -> optax.Grad
         tx = optax.adam(opt.learning_rate, b1=opt.beta1, b2=opt.beta2, eps=opt.epsilon)
     else:
         tx = optax.adamw(
-            opt.learning_rate, b1=opt.beta1, b2=opt.beta2, eps=opt.epsilon,
+            opt.learning_rate,
+            b1=opt.beta1,
+            b2=opt.beta2,
+            eps=opt.epsilon,
             weight_decay=opt.weight_decay,
-        )  # fmt: skip
+        )
     if opt.weight_decay and opt.name != "adamw":
         tx = optax.chain(optax.add_decayed_weights(opt.weight_decay), tx)
     if clip_norm is not None:

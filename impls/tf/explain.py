@@ -138,8 +138,11 @@ def explain(spec: TaskSpec, input_shape: Shape) -> dict[str, Any]:
     # graph mode: its train step is the tf.function whose graph is counted
     backend.configure(Options(mode="graph"))
     state = backend.build(spec, shape, None)
-    owner = {name: net.model for net, names in zip(state.nets, state.layer_names, strict=True)
-             for name in names}  # fmt: skip
+    owner = {
+        name: net.model
+        for net, names in zip(state.nets, state.layer_names, strict=True)
+        for name in names
+    }
     rows = [
         {"name": layer.name, "framework": mapping(owner[layer.name], layer.name)}
         for layer, _, _ in task_layers(spec, shape)
@@ -148,8 +151,10 @@ def explain(spec: TaskSpec, input_shape: Shape) -> dict[str, Any]:
     batch = random_batch(spec, shape, EXAMPLE_BATCH)
     summaries = [_summary(net.model) for net in state.nets]
     if state.gan:  # one summary per network, under its role
-        summaries = [f"{role}:\n{text}" for role, text in zip(("generator", "discriminator"),
-                                                               summaries, strict=True)]  # fmt: skip
+        summaries = [
+            f"{role}:\n{text}"
+            for role, text in zip(("generator", "discriminator"), summaries, strict=True)
+        ]
     return {
         "layout": "NHWC",
         "display": clip_lines("\n".join(summaries)),

@@ -184,15 +184,23 @@ def _layer(layer: Layer, dtype: str, seed: int) -> keras.layers.Layer:
             return keras.layers.Dense(layer.units, use_bias=layer.use_bias, **common)
         case Conv2D():
             return keras.layers.Conv2D(
-                layer.filters, layer.kernel, strides=layer.stride, padding=layer.padding,
-                use_bias=layer.use_bias, **common,
-            )  # fmt: skip
+                layer.filters,
+                layer.kernel,
+                strides=layer.stride,
+                padding=layer.padding,
+                use_bias=layer.use_bias,
+                **common,
+            )
         case Conv1D():
             # "same" pads as TensorFlow does, the odd step after: the spec's rule
             return keras.layers.Conv1D(
-                layer.filters, layer.kernel, strides=layer.stride, padding=layer.padding,
-                use_bias=layer.use_bias, **common,
-            )  # fmt: skip
+                layer.filters,
+                layer.kernel,
+                strides=layer.stride,
+                padding=layer.padding,
+                use_bias=layer.use_bias,
+                **common,
+            )
         case MaxPool2D():
             return keras.layers.MaxPooling2D(
                 layer.size, strides=layer.strides, padding=layer.padding, **common
@@ -391,16 +399,19 @@ def _cell_bindings(cell, gru: bool, prefix: str) -> list[Binding]:
     return [
         Binding(cell.kernel, (f"{prefix}kernel",), lambda a: (swap_gru_gates(a),), swap_gru_gates),
         Binding(
-            cell.recurrent_kernel, (f"{prefix}recurrent_kernel",),
-            lambda a: (swap_gru_gates(a),), swap_gru_gates,
+            cell.recurrent_kernel,
+            (f"{prefix}recurrent_kernel",),
+            lambda a: (swap_gru_gates(a),),
+            swap_gru_gates,
         ),
         # reset_after: one (2, 3*units) bias, the input bias over the recurrent one
         Binding(
-            cell.bias, (f"{prefix}bias", f"{prefix}recurrent_bias"),
+            cell.bias,
+            (f"{prefix}bias", f"{prefix}recurrent_bias"),
             lambda a: (swap_gru_gates(a[0]), swap_gru_gates(a[1])),
             lambda b, rb: np.stack([swap_gru_gates(b), swap_gru_gates(rb)]),
         ),
-    ]  # fmt: skip
+    ]
 
 
 def bindings(model: keras.Model) -> list[Binding]:

@@ -26,18 +26,28 @@ from harness.worker import emit
 
 def build(name: str) -> keras.Model:
     if name == "mlp":
-        return keras.Sequential([
-            keras.Input((28, 28, 1)), layers.Flatten(),
-            layers.Dense(512, activation="relu"), layers.Dense(256, activation="relu"),
-            layers.Dense(128, activation="relu"), layers.Dense(64, activation="relu"),
+        return keras.Sequential(
+            [
+                keras.Input((28, 28, 1)),
+                layers.Flatten(),
+                layers.Dense(512, activation="relu"),
+                layers.Dense(256, activation="relu"),
+                layers.Dense(128, activation="relu"),
+                layers.Dense(64, activation="relu"),
+                layers.Dense(10),
+            ]
+        )
+    return keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            layers.Conv2D(10, 5, activation="relu"),
+            layers.MaxPooling2D(2),
+            layers.Conv2D(20, 5, activation="relu"),
+            layers.MaxPooling2D(2),
+            layers.Flatten(),
             layers.Dense(10),
-        ])  # fmt: skip
-    return keras.Sequential([
-        keras.Input((28, 28, 1)),
-        layers.Conv2D(10, 5, activation="relu"), layers.MaxPooling2D(2),
-        layers.Conv2D(20, 5, activation="relu"), layers.MaxPooling2D(2),
-        layers.Flatten(), layers.Dense(10),
-    ])  # fmt: skip
+        ]
+    )
 
 
 class BatchTimer(keras.callbacks.Callback):
@@ -77,9 +87,15 @@ def loop(cfg: dict) -> Callable[[int], tuple[list[float], float]]:
             # each call is one more model.fit, stopped after k batches (Keras keeps
             # the compiled train function from the first call)
             timer = BatchTimer(k)
-            model.fit(x_all[: per_epoch * batch], y_all[: per_epoch * batch],
-                      batch_size=batch, epochs=-(-k // per_epoch), shuffle=False, verbose=0,
-                      callbacks=[timer])  # fmt: skip
+            model.fit(
+                x_all[: per_epoch * batch],
+                y_all[: per_epoch * batch],
+                batch_size=batch,
+                epochs=-(-k // per_epoch),
+                shuffle=False,
+                verbose=0,
+                callbacks=[timer],
+            )
             return timer.times, timer.last
 
         return fit_steps

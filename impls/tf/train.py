@@ -161,10 +161,12 @@ def make_optimizer(opt: Optimizer, dtype: str = "float32") -> keras.optimizers.O
         if opt.name in ("adam", "adamw"):
             decoupled = opt.name == "adamw" and opt.weight_decay > 0
             return SpecAdam(
-                learning_rate=lr, beta_1=_exact(opt.beta1), beta_2=_exact(opt.beta2),
+                learning_rate=lr,
+                beta_1=_exact(opt.beta1),
+                beta_2=_exact(opt.beta2),
                 epsilon=_exact(opt.epsilon),
                 weight_decay=_exact(opt.weight_decay) if decoupled else None,
-            )  # fmt: skip
+            )
     raise ValueError(f"unknown optimizer {opt.name!r}")
 
 

@@ -196,9 +196,14 @@ class SequenceConv(MaskAware):
             before, after = same_pads(steps, layer.kernel, layer.stride)
         self.pads = (before, after) if before != after else None
         self.conv = nn.Conv1d(
-            channels, layer.filters, layer.kernel, layer.stride,
-            padding=before if self.pads is None else 0, bias=layer.use_bias, **factory,
-        )  # fmt: skip
+            channels,
+            layer.filters,
+            layer.kernel,
+            layer.stride,
+            padding=before if self.pads is None else 0,
+            bias=layer.use_bias,
+            **factory,
+        )
         self.trim = layer.kernel - 1
 
     def forward(self, x: torch.Tensor, mask: Mask) -> tuple[torch.Tensor, Mask]:
@@ -263,9 +268,12 @@ class Recurrent(MaskAware):
             )
         else:
             self.rnn = _FUSED[layer.type](
-                in_features, layer.units, batch_first=True,
-                bidirectional=layer.bidirectional, **factory,
-            )  # fmt: skip
+                in_features,
+                layer.units,
+                batch_first=True,
+                bidirectional=layer.bidirectional,
+                **factory,
+            )
         if layer.type != "gru":
             for d in range(len(self.directions)):
                 frozen = self._torch_params(d)["bias_hh"]
@@ -378,9 +386,14 @@ def _conv(layer: S.Conv2D, in_shape: S.Shape, factory: dict) -> tuple[nn.Module,
     pads = _pads(layer, in_shape, layer.kernel, layer.stride)
     sym = _symmetric(pads)
     conv = nn.Conv2d(
-        in_shape[2], layer.filters, layer.kernel, layer.stride,
-        padding=sym or 0, bias=layer.use_bias, **factory,
-    )  # fmt: skip
+        in_shape[2],
+        layer.filters,
+        layer.kernel,
+        layer.stride,
+        padding=sym or 0,
+        bias=layer.use_bias,
+        **factory,
+    )
     if sym is not None:
         return conv, conv
     return nn.Sequential(OrderedDict(pad=nn.ZeroPad2d(pads), conv=conv)), conv

@@ -141,10 +141,12 @@ def shapes() -> dict[str, Any]:
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     batches = [
-        (torch.from_numpy(rng.standard_normal((n, 64), dtype=np.float32)),
-         torch.from_numpy(rng.integers(0, 10, n)))
+        (
+            torch.from_numpy(rng.standard_normal((n, 64), dtype=np.float32)),
+            torch.from_numpy(rng.integers(0, 10, n)),
+        )
         for n in FIXED_BATCHES + VARYING_BATCHES
-    ]  # fmt: skip
+    ]
     fixed, varying = batches[: len(FIXED_BATCHES)], batches[len(FIXED_BATCHES) :]
     model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)

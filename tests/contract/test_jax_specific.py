@@ -40,18 +40,21 @@ def backend(mode="eager", dtype="float64"):
 
 
 MLP = [
-    {"name": "h", "type": "dense", "units": 3}, {"type": "tanh"},
+    {"name": "h", "type": "dense", "units": 3},
+    {"type": "tanh"},
     {"type": "dropout", "rate": 0.5},
     {"name": "o", "type": "dense", "units": 2},
-]  # fmt: skip
+]
 
 
 def mlp_case(dropout=True, **optimizer):
     rng = np.random.default_rng(0)
     w = {
-        "h.kernel": rng.normal(size=(4, 3)), "h.bias": rng.normal(size=3),
-        "o.kernel": rng.normal(size=(3, 2)), "o.bias": rng.normal(size=2),
-    }  # fmt: skip
+        "h.kernel": rng.normal(size=(4, 3)),
+        "h.bias": rng.normal(size=3),
+        "o.kernel": rng.normal(size=(3, 2)),
+        "o.bias": rng.normal(size=2),
+    }
     mlp = [layer for layer in MLP if dropout or layer["type"] != "dropout"]
     return tiny_spec(mlp, **optimizer), w, Batch(rng.normal(size=(8, 4)), rng.normal(size=(8, 2)))
 
@@ -59,10 +62,20 @@ def mlp_case(dropout=True, **optimizer):
 def test_same_padding_and_average_pooling_follow_the_spec():
     # 3x3 input, 2x2 ones kernel, stride 2, "same": one pixel of padding, after
     spec = tiny_spec(
-        [{"name": "c", "type": "conv2d", "filters": 1, "kernel": 2, "stride": 2,
-          "padding": "same", "use_bias": False}, {"type": "flatten"}],
+        [
+            {
+                "name": "c",
+                "type": "conv2d",
+                "filters": 1,
+                "kernel": 2,
+                "stride": 2,
+                "padding": "same",
+                "use_bias": False,
+            },
+            {"type": "flatten"},
+        ],
         input_shape=[3, 3, 1],
-    )  # fmt: skip
+    )
     backend(dtype="float64")  # x64 on; build_network refuses float64 without it
     model = layers.build_networks(spec, (3, 3, 1), "float64")["model"]
     layers.set_weights(model, {"c.kernel": np.ones((2, 2, 1, 1))})
@@ -209,14 +222,22 @@ def seq_spec(kind, bidirectional, unroll, steps=6):
     return tiny_spec(
         [
             {"name": "embed", "type": "embedding", "vocab": 7, "dim": 2},
-            {"name": "both", "type": "parallel", "branches": [
-                [{"name": "seq", **rec, "return_sequences": True}, {"name": "top", "type": "global_maxpool"}],
-                [{"name": "last", **rec}],
-            ]},
+            {
+                "name": "both",
+                "type": "parallel",
+                "branches": [
+                    [
+                        {"name": "seq", **rec, "return_sequences": True},
+                        {"name": "top", "type": "global_maxpool"},
+                    ],
+                    [{"name": "last", **rec}],
+                ],
+            },
             {"name": "fc", "type": "dense", "units": 2},
         ],
-        loss="softmax_cross_entropy", input_shape=[steps],
-    )  # fmt: skip
+        loss="softmax_cross_entropy",
+        input_shape=[steps],
+    )
 
 
 # rows of 6, 3, 1, 0 and 2 real steps, padded at the end
@@ -261,10 +282,12 @@ def test_scanned_gru_is_one_scan_and_the_unrolled_one_is_none():
     counts = {}
     for unroll in (False, True):
         spec = tiny_spec(
-            [{"name": "embed", "type": "embedding", "vocab": 7, "dim": 2},
-             {"name": "gru", "type": "gru", "units": 3, "unroll": unroll}],
+            [
+                {"name": "embed", "type": "embedding", "vocab": 7, "dim": 2},
+                {"name": "gru", "type": "gru", "units": 3, "unroll": unroll},
+            ],
             input_shape=[6],
-        )  # fmt: skip
+        )
         backend(dtype="float32")
         model = layers.build_networks(spec, (6,), "float32")["model"]
         counts[unroll] = (
@@ -293,10 +316,19 @@ def test_conv1d_same_padding_puts_the_odd_step_after():
     from tests import reference
 
     spec = tiny_spec(
-        [{"name": "c", "type": "conv1d", "filters": 2, "kernel": 4, "stride": 2, "padding": "same"},
-         {"type": "flatten"}],
+        [
+            {
+                "name": "c",
+                "type": "conv1d",
+                "filters": 2,
+                "kernel": 4,
+                "stride": 2,
+                "padding": "same",
+            },
+            {"type": "flatten"},
+        ],
         input_shape=[5, 3],
-    )  # fmt: skip
+    )
     rng = np.random.default_rng(0)
     w = {"c.kernel": rng.normal(size=(4, 3, 2)), "c.bias": rng.normal(size=2)}
     x = rng.normal(size=(2, 5, 3))
@@ -313,10 +345,12 @@ def test_masked_global_pools_and_unpadded_embedding():
     np.testing.assert_array_equal(layers.global_max_pool(x), x.max(axis=1))
     # an embedding with padding = false starts no mask: id 0 is a token like any other
     spec = tiny_spec(
-        [{"name": "e", "type": "embedding", "vocab": 3, "dim": 2, "padding": False},
-         {"name": "r", "type": "rnn", "units": 2}],
+        [
+            {"name": "e", "type": "embedding", "vocab": 3, "dim": 2, "padding": False},
+            {"name": "r", "type": "rnn", "units": 2},
+        ],
         input_shape=[3],
-    )  # fmt: skip
+    )
     backend(dtype="float32")
     model = layers.build_networks(spec, (3,), "float32")["model"]
     ids = np.array([[1, 0, 0], [1, 0, 2]], np.int32)
@@ -465,8 +499,14 @@ def test_l1_gradient_is_the_sign_and_clipping_comes_before_coupled_decay():
 
 @pytest.mark.parametrize(
     "size,strides,padding,hw",
-    [(2, 2, "VALID", 8), (3, 3, "VALID", 8), (2, 2, "SAME", 6), (2, 2, "SAME", 5), (3, 2, "VALID", 7)],
-)  # fmt: skip
+    [
+        (2, 2, "VALID", 8),
+        (3, 3, "VALID", 8),
+        (2, 2, "SAME", 6),
+        (2, 2, "SAME", 5),
+        (3, 2, "VALID", 7),
+    ],
+)
 def test_max_pool_matches_reduce_window_bit_for_bit_ties_included(size, strides, padding, hw):
     # integers 0..2: most windows tie; the gradient goes to the first maximum, row-major
     backend(dtype="float64")

@@ -50,15 +50,21 @@ def test_float64_sgd_matches_pytorch_rule_exactly():
     # momentum 0.9 and weight decay 0.1 are not float32-representable: a float32
     # detour in Keras' casts would show up as ~1e-9 differences, not ~1e-16
     spec = tiny_spec(
-        [{"name": "h", "type": "dense", "units": 3}, {"type": "tanh"},
-         {"name": "o", "type": "dense", "units": 2}],
-        momentum=0.9, weight_decay=0.1,
-    )  # fmt: skip
+        [
+            {"name": "h", "type": "dense", "units": 3},
+            {"type": "tanh"},
+            {"name": "o", "type": "dense", "units": 2},
+        ],
+        momentum=0.9,
+        weight_decay=0.1,
+    )
     rng = np.random.default_rng(0)
     w = {
-        "h.kernel": rng.normal(size=(4, 3)), "h.bias": rng.normal(size=3),
-        "o.kernel": rng.normal(size=(3, 2)), "o.bias": rng.normal(size=2),
-    }  # fmt: skip
+        "h.kernel": rng.normal(size=(4, 3)),
+        "h.bias": rng.normal(size=3),
+        "o.kernel": rng.normal(size=(3, 2)),
+        "o.bias": rng.normal(size=2),
+    }
     batch = Batch(rng.normal(size=(8, 4)), rng.normal(size=(8, 2)))
     be = backend()
     state, probe = be.build(spec, (4,), w), be.build(spec, (4,), w)
@@ -82,16 +88,25 @@ def test_float64_adam_matches_spec_formula_exactly(mode, weight_decay):
     # eps = 1e-3 and gradients ~0.1 that misplacement would show at ~1e-2, not 1e-12
     lr, b1, b2, eps = 0.05, 0.9, 0.999, 1e-3
     spec = tiny_spec(
-        [{"name": "h", "type": "dense", "units": 3}, {"type": "tanh"},
-         {"name": "o", "type": "dense", "units": 2}],
-        name="adam", learning_rate=lr, beta1=b1, beta2=b2, epsilon=eps,
+        [
+            {"name": "h", "type": "dense", "units": 3},
+            {"type": "tanh"},
+            {"name": "o", "type": "dense", "units": 2},
+        ],
+        name="adam",
+        learning_rate=lr,
+        beta1=b1,
+        beta2=b2,
+        epsilon=eps,
         weight_decay=weight_decay,
-    )  # fmt: skip
+    )
     rng = np.random.default_rng(1)
     w = {
-        "h.kernel": rng.normal(size=(4, 3)), "h.bias": rng.normal(size=3),
-        "o.kernel": rng.normal(size=(3, 2)), "o.bias": rng.normal(size=2),
-    }  # fmt: skip
+        "h.kernel": rng.normal(size=(4, 3)),
+        "h.bias": rng.normal(size=3),
+        "o.kernel": rng.normal(size=(3, 2)),
+        "o.bias": rng.normal(size=2),
+    }
     batch = Batch(rng.normal(size=(8, 4)), rng.normal(size=(8, 2)))
     be = backend(mode)
     state, probe = be.build(spec, (4,), w), be.build(spec, (4,), w)
@@ -149,9 +164,12 @@ def test_graph_modes_trace_once(mode):
 
 def test_flatten_is_nhwc_and_same_avgpool_ignores_padding():
     spec = tiny_spec(
-        [{"type": "avgpool2d", "size": 3, "stride": 1, "padding": "same"}, {"type": "flatten"},
-         {"name": "o", "type": "dense", "units": 12, "use_bias": False}]
-    )  # fmt: skip
+        [
+            {"type": "avgpool2d", "size": 3, "stride": 1, "padding": "same"},
+            {"type": "flatten"},
+            {"name": "o", "type": "dense", "units": 12, "use_bias": False},
+        ]
+    )
     be = backend()
     state = be.build(spec, (2, 2, 3), {"o.kernel": np.eye(12)})
     # per-channel constant images: a mean over real pixels keeps the constant,
@@ -284,16 +302,30 @@ def test_masked_pooling_softmax_and_shifted_conv_mask():
     # softmax after a return_sequences GRU is a plain softmax (keras.layers.Softmax
     # takes the GRU's Keras mask and raises); the mean divides by real steps only
     spec = tiny_spec(
-        [{"name": "emb", "type": "embedding", "vocab": 11, "dim": 4},
-         {"name": "convs", "type": "parallel", "branches": [
-             [{"name": "c", "type": "conv1d", "filters": 3, "kernel": 3}, {"type": "tanh"},
-              {"name": "mx", "type": "global_maxpool"}],
-             [{"name": "g", "type": "gru", "units": 3, "return_sequences": True},
-              {"name": "d", "type": "dense", "units": 3}, {"name": "sm", "type": "softmax"},
-              {"name": "av", "type": "global_avgpool"}]]},
-         {"name": "fc", "type": "dense", "units": 2}],
-        loss="softmax_cross_entropy", input_shape=[6],
-    )  # fmt: skip
+        [
+            {"name": "emb", "type": "embedding", "vocab": 11, "dim": 4},
+            {
+                "name": "convs",
+                "type": "parallel",
+                "branches": [
+                    [
+                        {"name": "c", "type": "conv1d", "filters": 3, "kernel": 3},
+                        {"type": "tanh"},
+                        {"name": "mx", "type": "global_maxpool"},
+                    ],
+                    [
+                        {"name": "g", "type": "gru", "units": 3, "return_sequences": True},
+                        {"name": "d", "type": "dense", "units": 3},
+                        {"name": "sm", "type": "softmax"},
+                        {"name": "av", "type": "global_avgpool"},
+                    ],
+                ],
+            },
+            {"name": "fc", "type": "dense", "units": 2},
+        ],
+        loss="softmax_cross_entropy",
+        input_shape=[6],
+    )
     w = canonical_weights(spec, (6,), dtype="float64")
     x = padded_ids(n=4, steps=6)
     x[2, 2:] = 0
@@ -313,9 +345,11 @@ def test_masked_pooling_softmax_and_shifted_conv_mask():
 def test_xla_sequence_model_matches_reference_and_traces_once(dtype):
     spec, shape = seq_spec(
         {"type": "lstm", "bidirectional": True, "return_sequences": True},
-        head=[{"name": "conv", "type": "conv1d", "filters": 4, "kernel": 2},
-              {"name": "pool", "type": "global_avgpool"}],
-    )  # fmt: skip
+        head=[
+            {"name": "conv", "type": "conv1d", "filters": 4, "kernel": 2},
+            {"name": "pool", "type": "global_avgpool"},
+        ],
+    )
     w = canonical_weights(spec, shape, dtype=dtype)
     be = backend("xla", dtype)
     state = be.build(spec, shape, w)
@@ -355,10 +389,16 @@ def test_adam_on_embedding_is_dense_with_repeated_tokens():
     # instead of (g1 + g2)^2, and absent rows would skip the moments' decay
     lr, b1, b2, eps = 0.1, 0.9, 0.999, 1e-8
     spec = tiny_spec(
-        [{"name": "emb", "type": "embedding", "vocab": 6, "dim": 2},
-         {"type": "global_avgpool"}, {"name": "o", "type": "dense", "units": 2}],
-        loss="softmax_cross_entropy", input_shape=[4], name="adam", learning_rate=lr,
-    )  # fmt: skip
+        [
+            {"name": "emb", "type": "embedding", "vocab": 6, "dim": 2},
+            {"type": "global_avgpool"},
+            {"name": "o", "type": "dense", "units": 2},
+        ],
+        loss="softmax_cross_entropy",
+        input_shape=[4],
+        name="adam",
+        learning_rate=lr,
+    )
     w = canonical_weights(spec, (4,), dtype="float64")
     batch = Batch(np.array([[1, 1, 2, 0], [2, 1, 1, 1]], np.int32), np.array([0, 1], np.int32))
     be = backend()
@@ -373,8 +413,9 @@ def test_adam_on_embedding_is_dense_with_repeated_tokens():
             m[k] = b1 * m[k] + (1 - b1) * grads[k]
             v[k] = b2 * v[k] + (1 - b2) * grads[k] ** 2
             ref[k] = ref[k] - lr * (m[k] / (1 - b1**t)) / (np.sqrt(v[k] / (1 - b2**t)) + eps)
-    np.testing.assert_allclose(be.get_weights(state)["emb.embeddings"], ref["emb.embeddings"],
-                               rtol=0, atol=1e-13)  # fmt: skip
+    np.testing.assert_allclose(
+        be.get_weights(state)["emb.embeddings"], ref["emb.embeddings"], rtol=0, atol=1e-13
+    )
 
 
 # --------------------------------------------------------------------------- gan
@@ -428,10 +469,13 @@ def mlp_spec(loss="mse", outputs=2, **recipe):
     """4 -> dense 3 -> tanh -> dense ``outputs``, with recipe fields (l1, clip_norm,
     label_smoothing) and an optimizer dict under ``optimizer``."""
     spec = tiny_spec(
-        [{"name": "h", "type": "dense", "units": 3}, {"type": "tanh"},
-         {"name": "o", "type": "dense", "units": outputs}],
+        [
+            {"name": "h", "type": "dense", "units": 3},
+            {"type": "tanh"},
+            {"name": "o", "type": "dense", "units": outputs},
+        ],
         loss=loss,
-    )  # fmt: skip
+    )
     opt = Optimizer(**recipe.pop("optimizer", {"name": "sgd", "learning_rate": 0.1}))
     return spec.model_copy(
         update={"recipe": spec.recipe.model_copy(update={**recipe, "optimizer": opt})}
@@ -441,9 +485,11 @@ def mlp_spec(loss="mse", outputs=2, **recipe):
 def mlp_weights(seed=1, outputs=2):
     rng = np.random.default_rng(seed)
     return {
-        "h.kernel": rng.normal(size=(4, 3)), "h.bias": rng.normal(size=3),
-        "o.kernel": rng.normal(size=(3, outputs)), "o.bias": rng.normal(size=outputs),
-    }  # fmt: skip
+        "h.kernel": rng.normal(size=(4, 3)),
+        "h.bias": rng.normal(size=3),
+        "o.kernel": rng.normal(size=(3, outputs)),
+        "o.bias": rng.normal(size=outputs),
+    }
 
 
 @pytest.mark.parametrize("mode", ["eager", "xla"])

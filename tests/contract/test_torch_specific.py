@@ -51,32 +51,60 @@ ZOO = [  # every lopsided padding case on a non-square, odd-sized image
     {"type": "tanh"},
     {"name": "c2", "type": "conv2d", "filters": 3, "kernel": 2, "padding": "same"},
     {"type": "maxpool2d", "size": 2, "padding": "same"},
-    {"name": "res", "type": "residual",
-     "body": [{"name": "r1", "type": "conv2d", "filters": 5, "kernel": 3, "padding": "same"}],
-     "shortcut": [{"name": "r2", "type": "conv2d", "filters": 5, "kernel": 1, "use_bias": False}]},
-    {"name": "par", "type": "parallel", "branches": [
-        [{"type": "avgpool2d", "size": 3, "stride": 2, "padding": "same"}],
-        [{"type": "avgpool2d", "size": 2, "stride": 1, "padding": "same"},
-         {"type": "maxpool2d", "size": 3, "stride": 2, "padding": "same"}],
-        [{"name": "p1", "type": "conv2d", "filters": 2, "kernel": 3, "stride": 2, "padding": "same"}],
-        [{"type": "avgpool2d", "size": 3, "stride": 1, "padding": "same"},  # symmetric pads
-         {"type": "maxpool2d", "size": 3, "stride": 1, "padding": "same"},
-         {"type": "maxpool2d", "size": 2, "padding": "same"}],
-    ]},
+    {
+        "name": "res",
+        "type": "residual",
+        "body": [{"name": "r1", "type": "conv2d", "filters": 5, "kernel": 3, "padding": "same"}],
+        "shortcut": [
+            {"name": "r2", "type": "conv2d", "filters": 5, "kernel": 1, "use_bias": False}
+        ],
+    },
+    {
+        "name": "par",
+        "type": "parallel",
+        "branches": [
+            [{"type": "avgpool2d", "size": 3, "stride": 2, "padding": "same"}],
+            [
+                {"type": "avgpool2d", "size": 2, "stride": 1, "padding": "same"},
+                {"type": "maxpool2d", "size": 3, "stride": 2, "padding": "same"},
+            ],
+            [
+                {
+                    "name": "p1",
+                    "type": "conv2d",
+                    "filters": 2,
+                    "kernel": 3,
+                    "stride": 2,
+                    "padding": "same",
+                }
+            ],
+            [
+                {"type": "avgpool2d", "size": 3, "stride": 1, "padding": "same"},  # symmetric pads
+                {"type": "maxpool2d", "size": 3, "stride": 1, "padding": "same"},
+                {"type": "maxpool2d", "size": 2, "padding": "same"},
+            ],
+        ],
+    },
     {"type": "dropout", "rate": 0.5},
     {"type": "flatten"},
     {"name": "fc", "type": "dense", "units": 3},
-]  # fmt: skip
+]
 
 
 def zoo_spec(layers_=ZOO):
-    return parse_spec({
-        "name": "zoo",
-        "data": {"dataset": "none"},
-        "model": {"input_shape": [9, 7, 2], "layers": layers_},
-        "recipe": {"loss": "softmax_cross_entropy", "batch_size": 4, "epochs": 1,
-                   "optimizer": {"name": "sgd", "learning_rate": 0.1}},
-    })  # fmt: skip
+    return parse_spec(
+        {
+            "name": "zoo",
+            "data": {"dataset": "none"},
+            "model": {"input_shape": [9, 7, 2], "layers": layers_},
+            "recipe": {
+                "loss": "softmax_cross_entropy",
+                "batch_size": 4,
+                "epochs": 1,
+                "optimizer": {"name": "sgd", "learning_rate": 0.1},
+            },
+        }
+    )
 
 
 # ---------------------------------------------------------------- numpy reference (NHWC)
@@ -119,8 +147,11 @@ def numpy_forward(layers_, w, x, record=None):
         elif t == "parallel":
             x = np.concatenate([numpy_forward(b, w, x, record) for b in layer.branches], axis=-1)
         elif t != "dropout":  # dropout is off at inference
-            x = {"relu": lambda v: np.maximum(v, 0), "tanh": np.tanh,
-                 "sigmoid": lambda v: 1 / (1 + np.exp(-v))}[t](x)  # fmt: skip
+            x = {
+                "relu": lambda v: np.maximum(v, 0),
+                "tanh": np.tanh,
+                "sigmoid": lambda v: 1 / (1 + np.exp(-v)),
+            }[t](x)
         if record is not None:
             record[layer.name] = x
     return x
@@ -227,8 +258,10 @@ def test_graph_mode_traces_once():
     be = backend(mode="graph", dtype="float32")
     state = be.build(spec, (2,), canonical_weights(spec, (2,)))
     rng = np.random.default_rng(0)
-    batches = [Batch(rng.normal(size=(8, 2)).astype("float32"), rng.integers(0, 2, (8, 1)))
-               for _ in range(3)]  # fmt: skip
+    batches = [
+        Batch(rng.normal(size=(8, 2)).astype("float32"), rng.integers(0, 2, (8, 1)))
+        for _ in range(3)
+    ]
     for i in range(6):
         be.train_step(state, batches[i % 3])
         be.predict(state, batches[0].x[:5])  # eval in between must not retrace the step
@@ -264,10 +297,16 @@ def recurrent_spec(kind, *, unroll, return_sequences=False):
     max, with ``return_sequences``), for token ids [SEQ_LEN]."""
     layers_ = [
         {"name": "emb", "type": "embedding", "vocab": 11, "dim": 3},
-        {"name": "rec", "type": kind, "units": 4, "bidirectional": True,
-         "return_sequences": return_sequences, "unroll": unroll},
+        {
+            "name": "rec",
+            "type": kind,
+            "units": 4,
+            "bidirectional": True,
+            "return_sequences": return_sequences,
+            "unroll": unroll,
+        },
         {"name": "fc", "type": "dense", "units": 3},
-    ]  # fmt: skip
+    ]
     if return_sequences:
         layers_.append({"name": "pool", "type": "global_maxpool"})
     return tiny_spec(layers_, "softmax_cross_entropy", [SEQ_LEN])
@@ -322,7 +361,8 @@ GRADIENT_SPECS = {
     "lstm_conv1d_avg": [
         {"name": "emb", "type": "embedding", "vocab": 9, "dim": 3},
         {"name": "lstm", "type": "lstm", "units": 3, "return_sequences": True},
-        {"name": "step", "type": "dense", "units": 4}, {"type": "tanh"},
+        {"name": "step", "type": "dense", "units": 4},
+        {"type": "tanh"},
         {"name": "conv", "type": "conv1d", "filters": 2, "kernel": 2},
         {"type": "global_avgpool"},
         {"name": "fc", "type": "dense", "units": 3},
@@ -330,14 +370,19 @@ GRADIENT_SPECS = {
     # a bidirectional GRU's last state, and an RNN unrolled over its sequence output
     "gru_rnn_max": [
         {"name": "emb", "type": "embedding", "vocab": 9, "dim": 3},
-        {"name": "gru", "type": "gru", "units": 2, "bidirectional": True,
-         "return_sequences": True},
-        {"name": "rnn", "type": "rnn", "units": 3, "return_sequences": True, "unroll": True,
-         "bidirectional": True},
+        {"name": "gru", "type": "gru", "units": 2, "bidirectional": True, "return_sequences": True},
+        {
+            "name": "rnn",
+            "type": "rnn",
+            "units": 3,
+            "return_sequences": True,
+            "unroll": True,
+            "bidirectional": True,
+        },
         {"type": "global_maxpool"},
         {"name": "fc", "type": "dense", "units": 3},
     ],
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("name", list(GRADIENT_SPECS))
@@ -358,8 +403,10 @@ def test_gradients_are_finite_differences_of_the_reference(name):
             plus[param], minus[param] = w[param].copy(), w[param].copy()
             plus[param][idx] += eps
             minus[param][idx] -= eps
-            numeric = (_numpy_loss(spec, batch.x, batch.y, plus)
-                       - _numpy_loss(spec, batch.x, batch.y, minus)) / (2 * eps)  # fmt: skip
+            numeric = (
+                _numpy_loss(spec, batch.x, batch.y, plus)
+                - _numpy_loss(spec, batch.x, batch.y, minus)
+            ) / (2 * eps)
             assert g[idx] == pytest.approx(numeric, rel=1e-5, abs=1e-8), (param, idx)
 
 
@@ -369,9 +416,12 @@ def test_the_second_bias_is_frozen_at_zero(kind):
     and still zero after training (Adam with weight decay would move a trained zero)."""
     spec = recurrent_spec(kind, unroll=False)
     spec = spec.model_copy(
-        update={"recipe": spec.recipe.model_copy(update={"optimizer": Optimizer(
-            name="adam", learning_rate=0.1, weight_decay=0.1)})}
-    )  # fmt: skip
+        update={
+            "recipe": spec.recipe.model_copy(
+                update={"optimizer": Optimizer(name="adam", learning_rate=0.1, weight_decay=0.1)}
+            )
+        }
+    )
     be = backend()
     state = be.build(spec, (SEQ_LEN,), None)  # torch's own init draws a bias_hh: zeroed
     rnn = state.model.param_layers["rec"].rnn
@@ -409,17 +459,30 @@ def test_unrolled_cells_trace_into_one_graph_with_the_mask(kind):
 RESHAPES = [  # NHWC order through torch's NCHW: reshape, softmax on channels, pooling
     {"name": "to_image", "type": "reshape", "shape": [2, 3, 4]},
     {"name": "sm", "type": "softmax"},
-    {"name": "par", "type": "parallel", "branches": [
-        [{"name": "to_seq", "type": "reshape", "shape": [6, 4]},
-         {"name": "c1", "type": "conv1d", "filters": 3, "kernel": 3, "stride": 2,
-          "padding": "same"},  # 6 steps: one pad step, after
-         {"name": "t1", "type": "tanh"}, {"name": "avg", "type": "global_avgpool"}],
-        [{"name": "img_max", "type": "global_maxpool"}],
-        [{"name": "img_avg", "type": "global_avgpool"}],
-        [{"name": "flat", "type": "flatten"}],
-    ]},
+    {
+        "name": "par",
+        "type": "parallel",
+        "branches": [
+            [
+                {"name": "to_seq", "type": "reshape", "shape": [6, 4]},
+                {
+                    "name": "c1",
+                    "type": "conv1d",
+                    "filters": 3,
+                    "kernel": 3,
+                    "stride": 2,
+                    "padding": "same",
+                },  # 6 steps: one pad step, after
+                {"name": "t1", "type": "tanh"},
+                {"name": "avg", "type": "global_avgpool"},
+            ],
+            [{"name": "img_max", "type": "global_maxpool"}],
+            [{"name": "img_avg", "type": "global_avgpool"}],
+            [{"name": "flat", "type": "flatten"}],
+        ],
+    },
     {"name": "fc", "type": "dense", "units": 3},
-]  # fmt: skip
+]
 
 
 def test_reshape_softmax_and_pooling_follow_nhwc():
@@ -547,9 +610,10 @@ def test_gan_graph_mode_compiles_three_functions_once():
 # ---------------------------------------------------------------- regularization
 
 DENSE = [
-    {"name": "h", "type": "dense", "units": 5}, {"type": "tanh"},
+    {"name": "h", "type": "dense", "units": 5},
+    {"type": "tanh"},
     {"name": "out", "type": "dense", "units": 3},
-]  # fmt: skip
+]
 
 
 def dense_spec(optimizer=None, **recipe):
@@ -567,8 +631,9 @@ def test_adamw_matches_a_numpy_adamw():
     """Three AdamW steps: decoupled decay ``p -= lr*wd*p`` on every parameter (biases
     too), beside Adam's ``lr * m_hat / (sqrt(v_hat) + eps)``."""
     lr, b1, b2, eps, wd = 0.01, 0.8, 0.95, 1e-3, 0.5
-    opt = Optimizer(name="adamw", learning_rate=lr, beta1=b1, beta2=b2, epsilon=eps,
-                    weight_decay=wd)  # fmt: skip
+    opt = Optimizer(
+        name="adamw", learning_rate=lr, beta1=b1, beta2=b2, epsilon=eps, weight_decay=wd
+    )
     spec = dense_spec(opt)
     w = canonical_weights(spec, (4,), "float64")
     be = backend()
@@ -641,8 +706,9 @@ def test_clipping_uses_the_exact_factor_after_l1_and_before_weight_decay(clip_no
     objective's gradient (l1 in it), ``||g||`` over every parameter. The factor is
     exact to 1e-12: torch's clip_grad_norm_ (``c / (||g|| + 1e-6)``) is not."""
     lr, wd = 0.1, 0.2
-    spec = dense_spec(Optimizer(name="sgd", learning_rate=lr, weight_decay=wd),
-                      l1=0.01, clip_norm=clip_norm)  # fmt: skip
+    spec = dense_spec(
+        Optimizer(name="sgd", learning_rate=lr, weight_decay=wd), l1=0.01, clip_norm=clip_norm
+    )
     w = canonical_weights(spec, (4,), "float64")
     be, batch = backend(), dense_batch()
     state = be.build(spec, (4,), w)

@@ -81,9 +81,13 @@ class NumpyBackend:
         velocity = {k: np.zeros_like(v) for k, v in params.items()}
         layers = nets.get("model", nets.get("generator"))
         return {
-            "spec": spec, "layers": layers, "d_layers": nets.get("discriminator"),
-            "params": params, "velocity": velocity, "steps": 0,
-        }  # fmt: skip
+            "spec": spec,
+            "layers": layers,
+            "d_layers": nets.get("discriminator"),
+            "params": params,
+            "velocity": velocity,
+            "steps": 0,
+        }
 
     def _forward(self, state, x, seen=None, layers=None):
         p, tape = state["params"], []

@@ -114,21 +114,31 @@ class Cluster:
 
     def _start(self, args: list[str]) -> None:
         common = ["--num-cpus=0", "--disable-usage-stats", f"--temp-dir={self.temp_dir}"]
-        done = self.ns.run([*RAY, "start", *args, *common], env=self.env, text=True,
-                           capture_output=True, timeout=180)  # fmt: skip
+        done = self.ns.run(
+            [*RAY, "start", *args, *common],
+            env=self.env,
+            text=True,
+            capture_output=True,
+            timeout=180,
+        )
         if done.returncode != 0:
             raise RuntimeError(f"ray start {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
         self.nodes += 1
 
     def head(self, slots: int = 0) -> None:
-        self._start([
-            "--head", f"--port={self.port}", f"--resources={json.dumps({'rosetta_slot': slots})}",
-            "--include-dashboard=false",
-        ])  # fmt: skip
+        self._start(
+            [
+                "--head",
+                f"--port={self.port}",
+                f"--resources={json.dumps({'rosetta_slot': slots})}",
+                "--include-dashboard=false",
+            ]
+        )
 
     def node(self, slots: int = 1) -> None:
-        self._start([f"--address={self.address}",
-                     f"--resources={json.dumps({'rosetta_slot': slots})}"])  # fmt: skip
+        self._start(
+            [f"--address={self.address}", f"--resources={json.dumps({'rosetta_slot': slots})}"]
+        )
 
     def wait_for(self, nodes: int, timeout: float = 120) -> None:
         """Until ``nodes`` nodes are alive (a node's `ray start` returns before the GCS
@@ -141,8 +151,13 @@ class Cluster:
             "    if time.monotonic() > deadline: sys.exit(ray.nodes())\n"
             "    time.sleep(0.2)\n"
         )
-        done = self.ns.run([sys.executable, "-c", probe], env=self.env, text=True,
-                           capture_output=True, timeout=timeout + 60)  # fmt: skip
+        done = self.ns.run(
+            [sys.executable, "-c", probe],
+            env=self.env,
+            text=True,
+            capture_output=True,
+            timeout=timeout + 60,
+        )
         if done.returncode != 0:
             raise RuntimeError(f"{nodes} Ray nodes did not come up: {done.stderr[-3000:]}")
 
@@ -248,8 +263,13 @@ def drive(address: str) -> None:
     out["echo"]["events"] = events
     # a job still running when the executor closes: cancelled, and its worker gone
     started: list[dict] = []
-    sleeper = Job("sleeper", "tests.harness.raynet", "{}",
-                  {"RAYNET_SLEEP": "600", "ROSETTA_CELL": "sleeper"}, 900.0)  # fmt: skip
+    sleeper = Job(
+        "sleeper",
+        "tests.harness.raynet",
+        "{}",
+        {"RAYNET_SLEEP": "600", "ROSETTA_CELL": "sleeper"},
+        900.0,
+    )
     future = ex.submit(sleeper, lambda e: e["event"] == "epoch" and started.append(e))
     deadline = time.monotonic() + 60
     while not started and time.monotonic() < deadline:

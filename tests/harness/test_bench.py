@@ -66,11 +66,13 @@ def test_a_failed_measurement_keeps_its_reason(monkeypatch, tmp_path):
 
 def test_roofline_rounds_pool_their_turns_and_keep_a_failed_rounds_reason(monkeypatch, tmp_path):
     # each round's fraction: its fastest turn over its fastest reading
-    results = iter([
-        {"harness_block_s": [0.01], "matmul_flops": [2e11, 2e11]},
-        {"error": "boom"},
-        {"harness_block_s": [0.02], "matmul_flops": [1e11, 3e11]},
-    ])  # fmt: skip
+    results = iter(
+        [
+            {"harness_block_s": [0.01], "matmul_flops": [2e11, 2e11]},
+            {"error": "boom"},
+            {"harness_block_s": [0.02], "matmul_flops": [1e11, 3e11]},
+        ]
+    )
     monkeypatch.setattr(plan, "paired", lambda m, out, *a, **k: next(results))
     monkeypatch.setattr(plan, "missing_packages", lambda info: [])
     monkeypatch.setattr(plan, "ROOFLINE_CASES", (("mlp", 256),))
@@ -98,8 +100,12 @@ def test_rounds_are_passes_over_every_measurement(monkeypatch, tmp_path):
     rows = bench.run_bench(
         ["roofline"], ["torch", "jax"], ["graph"], tmp_path, say=said.append, rounds=2
     )
-    assert taken == [("torch", "graph", 0), ("jax", "graph", 0),
-                     ("torch", "graph", 1), ("jax", "graph", 1)]  # fmt: skip
+    assert taken == [
+        ("torch", "graph", 0),
+        ("jax", "graph", 0),
+        ("torch", "graph", 1),
+        ("jax", "graph", 1),
+    ]
     assert [(r["framework"], r["rounds"]) for r in rows] == [("torch", 2), ("jax", 2)]
     assert said == rows == bench.read_rows(tmp_path)
 
@@ -148,8 +154,18 @@ def test_an_unsettled_median_takes_more_rounds_in_passes_over_the_unsettled(monk
     rows = bench.run_bench(
         ["roofline"], ["torch", "jax"], ["graph"], tmp_path, rounds=3, max_rounds=7
     )
-    assert taken == [("torch", 0), ("jax", 0), ("torch", 1), ("jax", 1), ("torch", 2),
-                     ("jax", 2), ("jax", 3), ("jax", 4), ("jax", 5), ("jax", 6)]  # fmt: skip
+    assert taken == [
+        ("torch", 0),
+        ("jax", 0),
+        ("torch", 1),
+        ("jax", 1),
+        ("torch", 2),
+        ("jax", 2),
+        ("jax", 3),
+        ("jax", 4),
+        ("jax", 5),
+        ("jax", 6),
+    ]
     torch, jax_row = rows  # in the order of the jobs, though torch's was done first
     assert (torch["framework"], torch["rounds"]) == ("torch", 3)
     assert torch["uncertainty"] <= bench.SETTLED_WITHIN
@@ -179,8 +195,9 @@ def test_an_interrupted_settling_keeps_the_rounds_it_took(monkeypatch, tmp_path)
     with pytest.raises(KeyboardInterrupt):
         bench.run_bench(["roofline"], ["torch", "jax"], ["graph"], tmp_path, rounds=3)
     assert [(r["framework"], r["rounds"]) for r in bench.read_rows(tmp_path)] == [
-        ("torch", 3), ("jax", 4)
-    ]  # fmt: skip
+        ("torch", 3),
+        ("jax", 4),
+    ]
 
 
 def test_tasks_choose_the_measurements(monkeypatch, tmp_path, capsys):
@@ -205,17 +222,48 @@ def test_rounds_must_be_positive(tmp_path, capsys):
 
 def test_markdown_has_every_table_and_the_scaling_figure(tmp_path):
     rows = [
-        {"benchmark": "overhead", "task": "mlp", "batch": 128, "framework": "torch",
-         "mode": "eager", "threads": 0, "minimal_mode": "eager", "harness_ms": 1.1, "minimal_ms": 1.0, "ratio": 1.1},
-        {"benchmark": "roofline", "task": "mlp", "batch": 256, "framework": "torch",
-         "mode": "graph", "threads": 0, "step_ms": 9.0, "best_step_ms": 8.0,
-         "achieved_gflops": 98.0, "best_matmul_gflops": 196.0, "fraction": 0.5},
+        {
+            "benchmark": "overhead",
+            "task": "mlp",
+            "batch": 128,
+            "framework": "torch",
+            "mode": "eager",
+            "threads": 0,
+            "minimal_mode": "eager",
+            "harness_ms": 1.1,
+            "minimal_ms": 1.0,
+            "ratio": 1.1,
+        },
+        {
+            "benchmark": "roofline",
+            "task": "mlp",
+            "batch": 256,
+            "framework": "torch",
+            "mode": "graph",
+            "threads": 0,
+            "step_ms": 9.0,
+            "best_step_ms": 8.0,
+            "achieved_gflops": 98.0,
+            "best_matmul_gflops": 196.0,
+            "fraction": 0.5,
+        },
     ] + [
-        {"benchmark": "scaling", "task": "mlp", "batch": b, "framework": fw, "mode": "graph",
-         "threads": 0, "step_ms": b / 50, "best_step_ms": b / 55, "samples_per_s": 55_000.0,
-         "achieved_gflops": 80.0, "fraction": b / 100}
-        for b in (32, 64) for fw in ("torch", "jax")
-    ]  # fmt: skip
+        {
+            "benchmark": "scaling",
+            "task": "mlp",
+            "batch": b,
+            "framework": fw,
+            "mode": "graph",
+            "threads": 0,
+            "step_ms": b / 50,
+            "best_step_ms": b / 55,
+            "samples_per_s": 55_000.0,
+            "achieved_gflops": 80.0,
+            "fraction": b / 100,
+        }
+        for b in (32, 64)
+        for fw in ("torch", "jax")
+    ]
     md = bench.write_markdown(rows, tmp_path, "rosetta bench").read_text()
     for name in ("## overhead", "## roofline", "## scaling", "![scaling](scaling.png)"):
         assert name in md
@@ -247,8 +295,14 @@ def test_the_cli_says_from_which_batch_each_mode_reaches_half_its_ceiling(
     assert main(args + ["--rounds", "1"]) == 0
     out = capsys.readouterr().out
     summary = out[out.index("scaling: the MLP's step at 50%") :].splitlines()
-    assert summary[1].split() == ["framework", "mode", "half_from_batch", "batches",
-                                  "best_fraction", "at_batch"]  # fmt: skip
+    assert summary[1].split() == [
+        "framework",
+        "mode",
+        "half_from_batch",
+        "batches",
+        "best_fraction",
+        "at_batch",
+    ]
     assert summary[2].split() == ["tf", "xla", "256", "32-256", "0.676", "256"]
 
 
@@ -267,8 +321,10 @@ def test_roofline_and_scaling_of_one_measurement_share_a_process_named_for_both(
     monkeypatch.setattr(plan, "SCALING_BATCHES", (128, 256))
     rows = bench.run_bench(["roofline", "scaling"], ["torch"], ["eager"], tmp_path)
     assert [r["error"] for r in rows] == ["crashed: boom"] * 3
-    assert logs == ["roofline+scaling-mlp-b256-torch-eager-t0-alone-r0.log",
-                    "scaling-mlp-b128-torch-eager-t0-alone-r0.log"]  # fmt: skip
+    assert logs == [
+        "roofline+scaling-mlp-b256-torch-eager-t0-alone-r0.log",
+        "scaling-mlp-b128-torch-eager-t0-alone-r0.log",
+    ]
 
 
 def test_rows_of_one_measurement_take_its_rounds_until_every_one_settles(monkeypatch, tmp_path):
@@ -291,11 +347,17 @@ def test_rows_of_one_measurement_take_its_rounds_until_every_one_settles(monkeyp
     rows = bench.run_bench(
         ["roofline", "scaling"], ["torch"], ["graph"], tmp_path, rounds=3, max_rounds=6
     )
-    assert taken == [(256, 0, "roofline+scaling"), (128, 0, "scaling"),
-                     (256, 1, "roofline+scaling"), (128, 1, "scaling"),
-                     (256, 2, "roofline+scaling"), (128, 2, "scaling"),
-                     (256, 3, "roofline+scaling"), (256, 4, "roofline+scaling"),
-                     (256, 5, "roofline+scaling")]  # fmt: skip
+    assert taken == [
+        (256, 0, "roofline+scaling"),
+        (128, 0, "scaling"),
+        (256, 1, "roofline+scaling"),
+        (128, 1, "scaling"),
+        (256, 2, "roofline+scaling"),
+        (128, 2, "scaling"),
+        (256, 3, "roofline+scaling"),
+        (256, 4, "roofline+scaling"),
+        (256, 5, "roofline+scaling"),
+    ]
     roof, small, scaled = rows  # in the order of the jobs
     assert (roof["benchmark"], small["batch"], scaled["batch"]) == ("roofline", 128, 256)
     assert roof["uncertainty"] == pytest.approx(0, abs=1e-12)
@@ -306,8 +368,17 @@ def test_rows_of_one_measurement_take_its_rounds_until_every_one_settles(monkeyp
 
 
 def _fractions(fw: str, mode: str, by_batch: dict[int, float | None]) -> list[dict]:
-    return [{"benchmark": "scaling", "task": "mlp", "batch": b, "framework": fw, "mode": mode,
-             "fraction": f} for b, f in by_batch.items()]  # fmt: skip
+    return [
+        {
+            "benchmark": "scaling",
+            "task": "mlp",
+            "batch": b,
+            "framework": fw,
+            "mode": mode,
+            "fraction": f,
+        }
+        for b, f in by_batch.items()
+    ]
 
 
 def test_half_ceiling_is_the_batch_from_which_every_larger_one_reaches_half():
@@ -355,11 +426,16 @@ def test_worker_takes_turns_and_times_the_matmul_around_each(tmp_path):
 
     fake_minimal.CALLS.clear()
     cfg = paired.PairedConfig(
-        spec=bench.bench_spec("mlp", 32), framework="fake",
-        target="tests.harness.fake_backend:NumpyBackend", mode="eager", blocks=3,
-        block=4, matmul_sizes=(32, 64), minimal={"batch": 16},
+        spec=bench.bench_spec("mlp", 32),
+        framework="fake",
+        target="tests.harness.fake_backend:NumpyBackend",
+        mode="eager",
+        blocks=3,
+        block=4,
+        matmul_sizes=(32, 64),
+        minimal={"batch": 16},
         minimal_module="tests.harness.fake_minimal",
-    )  # fmt: skip
+    )
     result = paired.run(cfg)
     assert fake_minimal.CALLS == [1, paired.BENCH_WARMUP_STEPS, 4, 4, 4]
     for key in ("harness_block_s", "minimal_block_s"):
@@ -410,15 +486,28 @@ def test_the_peak_memory_leaves_out_the_memory_readings_buffer(monkeypatch, tmp_
 
 
 def _overhead_row(framework: str, ratio: float | None, mode: str = "graph") -> dict:
-    return {"benchmark": "overhead", "task": "mlp", "batch": 128, "framework": framework,
-            "mode": mode, "threads": 0, "minimal_mode": mode, "harness_ms": 1.0,
-            "minimal_ms": 1.0, "ratio": ratio}  # fmt: skip
+    return {
+        "benchmark": "overhead",
+        "task": "mlp",
+        "batch": 128,
+        "framework": framework,
+        "mode": mode,
+        "threads": 0,
+        "minimal_mode": mode,
+        "harness_ms": 1.0,
+        "minimal_ms": 1.0,
+        "ratio": ratio,
+    }
 
 
 def test_stability_compares_each_ratio_with_the_same_measurement_before(tmp_path):
     before = [_overhead_row("torch", 1.00), _overhead_row("tf", 1.00), _overhead_row("jax", 0.9)]
-    now = [_overhead_row("torch", 1.05), _overhead_row("tf", 1.20), _overhead_row("jax", None),
-           _overhead_row("torch", 1.0, mode="eager")]  # fmt: skip
+    now = [
+        _overhead_row("torch", 1.05),
+        _overhead_row("tf", 1.20),
+        _overhead_row("jax", None),
+        _overhead_row("torch", 1.0, mode="eager"),
+    ]
     df = bench.stability(now, before)
     assert df["change"].tolist()[:2] == pytest.approx([0.05, 0.20])
     assert df["stable"].tolist() == [True, False, None, None]  # no figure, or none before
@@ -430,11 +519,25 @@ def test_stability_compares_each_ratio_with_the_same_measurement_before(tmp_path
 
 
 def test_stability_says_whether_the_step_the_matmul_or_the_memory_moved():
-    row = {"benchmark": "roofline", "task": "mlp", "batch": 1024, "framework": "tf",
-           "mode": "graph", "threads": 0, "fraction": 0.6, "best_step_ms": 10.0,
-           "best_matmul_gflops": 400.0, "read_gbps": 20.0}  # fmt: skip
-    slow = {**row, "fraction": 0.45, "best_step_ms": 13.0, "best_matmul_gflops": 390.0,
-            "read_gbps": 15.0}  # fmt: skip
+    row = {
+        "benchmark": "roofline",
+        "task": "mlp",
+        "batch": 1024,
+        "framework": "tf",
+        "mode": "graph",
+        "threads": 0,
+        "fraction": 0.6,
+        "best_step_ms": 10.0,
+        "best_matmul_gflops": 400.0,
+        "read_gbps": 20.0,
+    }
+    slow = {
+        **row,
+        "fraction": 0.45,
+        "best_step_ms": 13.0,
+        "best_matmul_gflops": 390.0,
+        "read_gbps": 15.0,
+    }
     (moved,) = bench.stability([slow], [row]).to_dict("records")
     assert moved["change"] == pytest.approx(-0.25) and not moved["stable"]
     assert moved["step_change"] == pytest.approx(0.3)

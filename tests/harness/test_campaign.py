@@ -166,14 +166,26 @@ def test_an_out_folder_that_cannot_be_made_is_refused(tmp_path):
 
 def test_resume_runs_what_has_no_finished_record():
     cells = [cell("xor"), cell("xor_single_layer"), cell("linear_regression")]
-    key = {"spec_hash": cells[0].spec.spec_hash(), "framework": "fake", "mode": "eager",
-           "device": "cpu", "dtype": "float32", "init": "shared", "threads": 0, "repeat": 0}  # fmt: skip
+    key = {
+        "spec_hash": cells[0].spec.spec_hash(),
+        "framework": "fake",
+        "mode": "eager",
+        "device": "cpu",
+        "dtype": "float32",
+        "init": "shared",
+        "threads": 0,
+        "repeat": 0,
+    }
     records = [
         {**key, "task": "xor", "status": "ok"},
-        {**key, "task": "xor_single_layer", "status": "failed",
-         "spec_hash": cells[1].spec.spec_hash()},
+        {
+            **key,
+            "task": "xor_single_layer",
+            "status": "failed",
+            "spec_hash": cells[1].spec.spec_hash(),
+        },
         {**key, "task": "linear_regression", "status": "ok", "spec_hash": "another"},
-    ]  # fmt: skip
+    ]
     todo = still_to_run(cells, records)
     assert [c.spec.name for c in todo] == ["linear_regression"]  # its spec changed since
     todo = still_to_run(cells, records, rerun="failed")
@@ -193,8 +205,22 @@ def test_resume_refuses_other_options_naming_them(tmp_path):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux: /proc, PDEATHSIG")
 def test_kill_9_mid_run_then_resume_runs_each_cell_once(tmp_path):
     out = tmp_path / "run"
-    argv = ["run", "--frameworks", "fake", "--modes", "eager", "--tasks", TASKS,
-            "--repeats", "2", "--out", str(out), "--quiet", "--timeout", "120"]  # fmt: skip
+    argv = [
+        "run",
+        "--frameworks",
+        "fake",
+        "--modes",
+        "eager",
+        "--tasks",
+        TASKS,
+        "--repeats",
+        "2",
+        "--out",
+        str(out),
+        "--quiet",
+        "--timeout",
+        "120",
+    ]
     # the third task's first cell hangs: the kill finds a worker in the middle of a cell
     tag = str(tmp_path)
     env = {"ROSETTA_FAKE_FAULT": "hang@linear_regression", "ROSETTA_TEST_TAG": tag}
@@ -226,8 +252,18 @@ def test_kill_9_mid_run_then_resume_runs_each_cell_once(tmp_path):
 
 def test_resume_after_a_cut_off_last_line(tmp_path):
     out = tmp_path / "run"
-    argv = ["run", "--frameworks", "fake", "--modes", "eager", "--tasks", "xor,xor_single_layer",
-            "--out", str(out), "--quiet"]  # fmt: skip
+    argv = [
+        "run",
+        "--frameworks",
+        "fake",
+        "--modes",
+        "eager",
+        "--tasks",
+        "xor,xor_single_layer",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     code, _, err = finish(rosetta(*argv))
     assert code == 0, err
     lines = (out / "records.jsonl").read_text().splitlines(keepends=True)
@@ -244,8 +280,20 @@ def test_resume_after_a_cut_off_last_line(tmp_path):
 
 def test_resume_with_other_options_is_refused_before_any_cell(tmp_path):
     out = tmp_path / "run"
-    code, _, err = finish(rosetta("run", "--frameworks", "fake", "--modes", "eager",
-                                  "--tasks", "xor", "--out", str(out), "--quiet"))  # fmt: skip
+    code, _, err = finish(
+        rosetta(
+            "run",
+            "--frameworks",
+            "fake",
+            "--modes",
+            "eager",
+            "--tasks",
+            "xor",
+            "--out",
+            str(out),
+            "--quiet",
+        )
+    )
     assert code == 0, err
     code, _, err = finish(rosetta("run", "--resume", str(out), "--tasks", "xor,xor_single_layer"))
     assert code == 2 and err.count("\n") == 1
@@ -273,8 +321,9 @@ def test_progress_off_a_terminal_is_one_line_per_finished_cell(capsys):
     bar = Progress(2, tty=False)
     bar.started(0, "xor/fake/eager/cpu")
     bar.event(0, {"event": "epoch", "epoch": 1, "epochs": 3, "train_loss": 0.5})
-    bar.finished("xor/fake/eager/cpu", {"status": "ok", "metrics": {"accuracy": 1.0},
-                                        "total_s": 1.25}, 0)  # fmt: skip
+    bar.finished(
+        "xor/fake/eager/cpu", {"status": "ok", "metrics": {"accuracy": 1.0}, "total_s": 1.25}, 0
+    )
     bar.close()
     assert capsys.readouterr().out == "[1/2] xor/fake/eager/cpu: ok (accuracy 1, 1.2 s)\n"
 

@@ -14,14 +14,24 @@ from harness.report.tables import summary_table
 
 def _record(task, fw, mode, accuracy, step_s, first_s, traces=0):
     return {
-        "task": task, "framework": fw, "mode": mode, "device": "cpu", "status": "ok",
-        "metrics": {"accuracy": accuracy}, "stats": {"traces": traces}, "init": "shared",
+        "task": task,
+        "framework": fw,
+        "mode": mode,
+        "device": "cpu",
+        "status": "ok",
+        "metrics": {"accuracy": accuracy},
+        "stats": {"traces": traces},
+        "init": "shared",
         "curve": [{"epoch": 1, "test_loss": 0.9}, {"epoch": 2, "test_loss": 0.5}],
-        "versions": {fw: "1.0"}, "weights": {"fc.kernel": [[0.25]], "fc.bias": [0.5]},
-        "step_median_s": step_s, "step_iqr_s": step_s / 10, "first_step_s": first_s,
-        "target": {"metric": "accuracy", "value": 0.95}, "time_to_target_s": 1.5,
+        "versions": {fw: "1.0"},
+        "weights": {"fc.kernel": [[0.25]], "fc.bias": [0.5]},
+        "step_median_s": step_s,
+        "step_iqr_s": step_s / 10,
+        "first_step_s": first_s,
+        "target": {"metric": "accuracy", "value": 0.95},
+        "time_to_target_s": 1.5,
         "epochs_to_target": 2,
-    }  # fmt: skip
+    }
 
 
 @pytest.fixture
@@ -37,17 +47,37 @@ def ref_dir(tmp_path: Path) -> Path:
     ]
     (ref / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     checks = [
-        {"task": "lenet", "dtype": "float32", "a": "torch/eager", "b": "jax/graph",
-         "status": "pass", "max_rel": 3e-6},
-        {"task": "lenet", "dtype": "float32", "a": "torch/eager", "b": "tf/graph",
-         "status": "pass", "max_rel": 8e-6},
-    ]  # fmt: skip
+        {
+            "task": "lenet",
+            "dtype": "float32",
+            "a": "torch/eager",
+            "b": "jax/graph",
+            "status": "pass",
+            "max_rel": 3e-6,
+        },
+        {
+            "task": "lenet",
+            "dtype": "float32",
+            "a": "torch/eager",
+            "b": "tf/graph",
+            "status": "pass",
+            "max_rel": 8e-6,
+        },
+    ]
     (ref / "equivalence.jsonl").write_text("".join(json.dumps(r) + "\n" for r in checks))
     summary_table(records, checks).to_csv(ref / "report.csv", index=False)
     lessons = [
-        {"lesson": "autograd", "framework": "torch", "status": "ok", "version": "torch 1.0",
-         "values": {"grad_once": [[1.5, 1.5], [1.5, 1.5]], "grad_twice": [[3.0, 3.0], [3.0, 3.0]]}},
-    ]  # fmt: skip
+        {
+            "lesson": "autograd",
+            "framework": "torch",
+            "status": "ok",
+            "version": "torch 1.0",
+            "values": {
+                "grad_once": [[1.5, 1.5], [1.5, 1.5]],
+                "grad_twice": [[3.0, 3.0], [3.0, 3.0]],
+            },
+        },
+    ]
     (ref / "lessons.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lessons))
     (ref / "figures").mkdir()
     (ref / "figures" / "curves_lenet.png").write_bytes(b"png")

@@ -33,10 +33,26 @@ HUNG = "linear_regression/fake/eager/cpu"
 
 def rosetta(ns, cluster, out: Path, tasks: str, timeout: float) -> list[str]:
     return [
-        sys.executable, "-m", "harness.cli", "run", "--executor", "ray",
-        "--address", cluster.address, "--frameworks", "fake", "--modes", "eager",
-        "--tasks", tasks, "--timeout", str(timeout), "--out", str(out), "--quiet",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "harness.cli",
+        "run",
+        "--executor",
+        "ray",
+        "--address",
+        cluster.address,
+        "--frameworks",
+        "fake",
+        "--modes",
+        "eager",
+        "--tasks",
+        tasks,
+        "--timeout",
+        str(timeout),
+        "--out",
+        str(out),
+        "--quiet",
+    ]
 
 
 def records(out: Path) -> dict[str, dict]:
@@ -56,8 +72,13 @@ def test_a_ray_cluster_runs_the_matrix_and_survives_a_dead_node(tmp_path):
     try:
         cluster.head(slots=0)
         # a head alone runs no cell: refused before anything is planned
-        done = ns.run(rosetta(ns, cluster, tmp_path / "none", "xor", 60), env=driver,
-                      capture_output=True, text=True, timeout=120)  # fmt: skip
+        done = ns.run(
+            rosetta(ns, cluster, tmp_path / "none", "xor", 60),
+            env=driver,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 2, done.stdout + done.stderr
         assert "--resources='{\"rosetta_slot\": 1}'" in done.stderr
 
@@ -75,8 +96,13 @@ def test_a_ray_cluster_runs_the_matrix_and_survives_a_dead_node(tmp_path):
 
 
 def check_the_executor(ns, cluster) -> None:
-    done = ns.run([sys.executable, "-m", "tests.harness.raynet", "drive", cluster.address],
-                  env=cluster.env, capture_output=True, text=True, timeout=240)  # fmt: skip
+    done = ns.run(
+        [sys.executable, "-m", "tests.harness.raynet", "drive", cluster.address],
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     assert done.returncode == 0 and lines, done.stdout[-3000:] + done.stderr[-3000:]
     out = json.loads(lines[-1][len("RESULT ") :])
@@ -108,13 +134,18 @@ def check_the_executor(ns, cluster) -> None:
 
 def check_a_matrix(ns, cluster, driver, out: Path) -> None:
     tasks = "xor,xor_single_layer,linear_regression,multi_feature_mlp"
-    done = ns.run(rosetta(ns, cluster, out, tasks, 8), env=driver,
-                  capture_output=True, text=True, timeout=240)  # fmt: skip
+    done = ns.run(
+        rosetta(ns, cluster, out, tasks, 8), env=driver, capture_output=True, text=True, timeout=240
+    )
     got = records(out)
     assert sorted(got) == sorted(tasks.split(",")), done.stdout + done.stderr
     status = {task: r["status"] for task, r in got.items()}
-    assert status == {"xor": "ok", "multi_feature_mlp": "ok", "xor_single_layer": "failed",
-                      "linear_regression": "timeout"}, status  # fmt: skip
+    assert status == {
+        "xor": "ok",
+        "multi_feature_mlp": "ok",
+        "xor_single_layer": "failed",
+        "linear_regression": "timeout",
+    }, status
     assert got["xor"]["metrics"]["accuracy"] == 1.0
     assert "killed by signal 6" in got["xor_single_layer"]["error"]
     assert "no result within 8 s" in got["linear_regression"]["error"]
@@ -126,12 +157,19 @@ def check_a_dead_node(ns, cluster, driver, out: Path) -> None:
     # the hung cell holds one node's slot, the slow one the other's: kill the hung one's
     # node while both run; the slow one and the cells still waiting finish on the other
     tasks = "linear_regression,logistic_regression,xor,multi_feature_mlp"
-    run = ns.popen(rosetta(ns, cluster, out, tasks, 300), env=driver, text=True,
-                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    run = ns.popen(
+        rosetta(ns, cluster, out, tasks, 300),
+        env=driver,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 120
-        while None in (hung := raynet.find_cell(HUNG, ns),
-                       raynet.find_cell("logistic_regression/fake/eager/cpu", ns)):  # fmt: skip
+        while None in (
+            hung := raynet.find_cell(HUNG, ns),
+            raynet.find_cell("logistic_regression/fake/eager/cpu", ns),
+        ):
             assert run.poll() is None and time.monotonic() < deadline, "the cells never ran"
             time.sleep(0.1)
         raylet = raynet.raylet_of(hung)

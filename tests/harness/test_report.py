@@ -265,18 +265,25 @@ def test_final_agreement_measures_the_spread_against_the_stated_tolerance(tmp_pa
     from harness.report.tables import display_agreement, final_agreement
 
     def cell_of(fw, mode, accuracy, status="ok", init="shared", task="t"):
-        return {**record(fw, mode, status, median_s=0.01, init=init),
-                "task": task, "metrics": {"accuracy": accuracy}}  # fmt: skip
+        return {
+            **record(fw, mode, status, median_s=0.01, init=init),
+            "task": task,
+            "metrics": {"accuracy": accuracy},
+        }
 
     records = [
-        cell_of("a", "eager", 0.970), cell_of("b", "eager", 0.975), cell_of("c", "eager", 0.972),
-        cell_of("a", "graph", 0.970), cell_of("b", "graph", 0.990),
+        cell_of("a", "eager", 0.970),
+        cell_of("b", "eager", 0.975),
+        cell_of("c", "eager", 0.972),
+        cell_of("a", "graph", 0.970),
+        cell_of("b", "graph", 0.990),
         cell_of("c", "graph", 0.10, status="failed"),  # not finished: not counted
-        cell_of("a", "eager", 0.5, task="u"), cell_of("b", "eager", 0.6, task="u"),
+        cell_of("a", "eager", 0.5, task="u"),
+        cell_of("b", "eager", 0.6, task="u"),
         cell_of("a", "eager", 0.5, task="native", init="native"),
         cell_of("b", "eager", 0.9, task="native", init="native"),  # own inits: not compared
         cell_of("a", "eager", 0.9, task="alone"),  # one framework: nothing to compare
-    ]  # fmt: skip
+    ]
     df = final_agreement(summary_table(records), {"t": (0.01, "rounding"), "u": (None, "")})
     rows = {(r.task, r.mode): r for r in df.itertuples()}
     assert set(rows) == {("t", "eager"), ("t", "graph"), ("u", "eager")}
@@ -295,10 +302,14 @@ def test_the_report_shows_the_final_agreement_with_the_task_files_tolerance(tmp_
 
     curve = [{"epoch": 1, "train_loss": 1.0, "time_s": 0.1, "test_accuracy": 0.5}]
     records = [
-        {**record(fw, "eager", median_s=0.01, curve=curve), "task": "lenet",
-         "init": "shared", "metrics": {"accuracy": acc}}
+        {
+            **record(fw, "eager", median_s=0.01, curve=curve),
+            "task": "lenet",
+            "init": "shared",
+            "metrics": {"accuracy": acc},
+        }
         for fw, acc in (("torch", 0.97), ("jax", 0.971))
-    ]  # fmt: skip
+    ]
     (tmp_path / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     paths = write_report(tmp_path)
     md = paths["md"].read_text()

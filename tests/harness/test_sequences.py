@@ -88,9 +88,13 @@ def test_a_mask_that_cannot_follow_is_an_error(layers, words):
 def test_per_step_outputs_need_softmax_cross_entropy():
     layers = [{"type": "rnn", "units": 4, "return_sequences": True}]
     spec = parse_spec(
-        {**BASE, "data": {"dataset": "hello"}, "model": {"layers": layers},
-         "recipe": {**BASE["recipe"], "loss": "mse"}}
-    )  # fmt: skip
+        {
+            **BASE,
+            "data": {"dataset": "hello"},
+            "model": {"layers": layers},
+            "recipe": {**BASE["recipe"], "loss": "mse"},
+        }
+    )
     with pytest.raises(SpecError, match=r"\[steps, classes\]"):
         check_model(spec, (5, 4))
 
@@ -114,9 +118,12 @@ def test_autoencoder_recipe_checks_loss_output_and_recorded_layer():
 
 def test_reshape_must_keep_the_count():
     spec = parse_spec(
-        {**BASE, "data": {"dataset": "digits"},
-         "model": {"layers": [{"type": "reshape", "shape": [8, 9]}, {"type": "flatten"}]}}
-    )  # fmt: skip
+        {
+            **BASE,
+            "data": {"dataset": "digits"},
+            "model": {"layers": [{"type": "reshape", "shape": [8, 9]}, {"type": "flatten"}]},
+        }
+    )
     with pytest.raises(SpecError, match="cannot turn shape"):
         check_model(spec, (8, 8, 1))
 
@@ -175,10 +182,13 @@ def test_names_files_missing_or_malformed(tmp_path):
 
 def test_autoencoder_targets_are_the_inputs():
     spec = parse_spec(
-        {**BASE, "data": {"dataset": "digits"},
-         "model": {"layers": [{"type": "flatten"}, {"type": "dense", "units": 64}]},
-         "recipe": {**BASE["recipe"], "loss": "mse", "kind": "autoencoder"}}
-    )  # fmt: skip
+        {
+            **BASE,
+            "data": {"dataset": "digits"},
+            "model": {"layers": [{"type": "flatten"}, {"type": "dense", "units": 64}]},
+            "recipe": {**BASE["recipe"], "loss": "mse", "kind": "autoencoder"},
+        }
+    )
     ds = data.load(spec.data)
     x_tr, y_tr, _, y_te = data.arrays(ds, spec.recipe)
     np.testing.assert_array_equal(y_tr, x_tr.reshape(len(x_tr), -1))
@@ -200,9 +210,11 @@ def test_per_step_metrics_count_every_step():
 
 def test_reference_gru_bidirectional_reads_only_real_steps():
     spec = seq_spec(
-        [{"name": "g", "type": "gru", "units": 3, "bidirectional": True},
-         {"name": "fc", "type": "dense", "units": 2}]
-    )  # fmt: skip
+        [
+            {"name": "g", "type": "gru", "units": 3, "bidirectional": True},
+            {"name": "fc", "type": "dense", "units": 2},
+        ]
+    )
     w = canonical_weights(spec, (20,), "float64")
     batch = random_batch(spec, (20,), 5, seed=3)
     out, acts = reference.forward(spec.model, batch.x, w)
