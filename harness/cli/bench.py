@@ -36,8 +36,8 @@ def add_parser(sub) -> None:
         "--thorough",
         action="store_true",
         help=f"take every measurement in {THOROUGH_ROUNDS} fresh processes, and in more "
-        f"(up to {THOROUGH_MAX_ROUNDS}) while its median is unsettled: about five times "
-        "as long as the default, one process per measurement",
+        f"(up to {THOROUGH_MAX_ROUNDS}) while its median is unsettled: about six times "
+        "the default's processes, one per measurement",
     )
     b.add_argument(
         "--rounds",
