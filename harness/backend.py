@@ -134,7 +134,7 @@ def matmul_operands(n: int) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
-MATMUL_WARMUP = 3  # untimed calls first: the compile and the first allocations
+MATMUL_WARMUP = 1  # an untimed call first: the compile and the first allocations
 
 
 def matmul_rate(run: Callable[[], object], n: int, repeats: int) -> float:

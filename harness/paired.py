@@ -6,7 +6,8 @@ tenants of the host, the kernel's memory reclaim), by more than the overheads th
 bench measures. Two processes timed one after the other compare two speeds of the
 machine as much as two loops. Here the harness's step (``timed_step``, the very
 clock ``harness.cell`` reads) and the minimal loop (``impls/<fw>/minimal.py``'s
-``loop``) run ``block`` steps each in turn, the order alternating, ``blocks`` times;
+``loop``) run a turn of steps each, the order alternating, ``blocks`` times (a turn:
+as many steps as the harness's take ``turn_s``, from ``MIN_BLOCK`` to ``block``);
 when asked, the matmul is timed before the first turn and after each. The bench
 takes each block's median, and a ratio within one block pair: a drift slower than a
 block falls on both sides alike.
@@ -40,7 +41,10 @@ Steps = Callable[[int], tuple[list[float], float]]  # k more steps: their second
 # after the first (compiling) step, untimed, for each loop: more than a run's warm-up
 # (timing.WARMUP_STEPS), which a run counts and reports, where these cost only time
 BENCH_WARMUP_STEPS = 10
-MATMUL_REPEATS = 5  # timed calls of each matmul size in each reading
+MATMUL_REPEATS = 3  # timed calls of each matmul size in each reading
+# the fewest steps a turn takes when ``turn_s`` sets its length: a slow step's turn
+# still has a median of several
+MIN_BLOCK = 5
 READ_BYTES = 64 << 20  # the memory reading's buffer: past a last-level cache of 32 MiB
 
 
@@ -85,11 +89,21 @@ def read_reading(buffer: np.ndarray) -> float:
     return buffer.nbytes / statistics.median(times)
 
 
+def turn_steps(cfg: PairedConfig, step_s: float) -> int:
+    """Steps per turn: ``cfg.block``, or with ``turn_s`` as many as take that long at
+    the harness's warm-up step (``step_s``), from ``MIN_BLOCK`` to ``cfg.block``: a
+    slow eager step needs fewer steps than a fast one for a steady median."""
+    if not cfg.turn_s:
+        return cfg.block
+    return max(min(MIN_BLOCK, cfg.block), min(cfg.block, math.ceil(cfg.turn_s / step_s)))
+
+
 def run(cfg: PairedConfig) -> dict[str, Any]:
     """Build both loops, compile and warm each, then time them in turns.
 
     The result: ``harness_block_s`` (each turn's median step), ``minimal_block_s``
-    likewise when a minimal loop was asked for; when matmul sizes were,
+    likewise when a minimal loop was asked for, and ``block_steps`` (each turn's
+    steps); when matmul sizes were,
     ``matmul_flops`` (the best size's FLOP/s before the first turn and after each,
     one more reading than turns), ``matmul_flops_by_n`` (every size's) and
     ``read_gbps`` (the memory reading taken with each); and each loop's first step.
@@ -111,9 +125,11 @@ def run(cfg: PairedConfig) -> dict[str, Any]:
     if cfg.minimal:
         loops["minimal"] = importlib.import_module(cfg.minimal_module).loop(cfg.minimal)
     out: dict[str, Any] = {}
+    warm = {}
     for name, steps in loops.items():
         out[f"{name}_first_step_s"] = steps(1)[0][0]
-        steps(BENCH_WARMUP_STEPS)
+        warm[name] = statistics.median(steps(BENCH_WARMUP_STEPS)[0])
+    block = out["block_steps"] = turn_steps(cfg, warm["harness"])
     blocks: dict[str, list[float]] = {name: [] for name in loops}
     # the matmul (and the memory) before the first turn and after each, so that every
     # turn has a ceiling timed on either side of it: blocks + 1 readings of every size
@@ -128,7 +144,7 @@ def run(cfg: PairedConfig) -> dict[str, Any]:
     names = list(loops)
     for b in range(cfg.blocks):
         for name in names if b % 2 == 0 else names[::-1]:
-            times, out[f"{name}_last_loss"] = loops[name](cfg.block)
+            times, out[f"{name}_last_loss"] = loops[name](block)
             blocks[name].append(statistics.median(times))
         read()
     out.update({f"{name}_block_s": medians for name, medians in blocks.items()})
@@ -151,7 +167,8 @@ class PairedConfig(WorkerConfig):
     device: str = "cpu"
     threads: int = 0
     blocks: int = Field(ge=1)
-    block: int = Field(ge=1)
+    block: int = Field(ge=1)  # steps per turn; with turn_s, the most
+    turn_s: float = Field(0.0, ge=0)  # a turn's length in seconds (0: block steps)
     matmul_sizes: tuple[int, ...] = ()
     minimal: dict[str, Any] | None = None  # the minimal loop's own config (impls/<fw>/minimal.py)
     minimal_module: str = ""

@@ -22,8 +22,9 @@ BENCH_TASKS = TASKS_DIR / "bench"
 # (which size is the faster differs by framework and machine: the rows keep each size's
 # figure, matmul_gflops_by_n)
 MATMUL_SIZES = (1024, 2048)
-BLOCKS = 8  # turns each loop takes in one bench process
-BLOCK_STEPS = 25  # steps per turn: 200 timed steps per loop and process
+BLOCKS = 6  # turns each loop takes in one bench process
+BLOCK_STEPS = 25  # the most steps a turn takes
+TURN_S = 0.15  # a turn's length: fewer steps of a slow step (paired.turn_steps)
 OVERHEAD_CASES = (("mlp", 128), ("lenet", 64))
 # the MLP at three batches from 256 up, LeNet at its training batch and a large one
 ROOFLINE_CASES = (("mlp", 256), ("mlp", 512), ("mlp", 1024), ("lenet", 64), ("lenet", 256))
@@ -83,6 +84,7 @@ def paired(
     round_: int = 0,
     blocks: int = BLOCKS,
     block: int = BLOCK_STEPS,
+    turn_s: float = TURN_S,
     benchmark: str = "bench",
 ) -> dict[str, Any]:
     """One bench process (``harness.paired``): the harness's step, in turns with the
@@ -103,6 +105,7 @@ def paired(
         threads=m.threads,
         blocks=blocks,
         block=block,
+        turn_s=turn_s,
         matmul_sizes=tuple(matmul_sizes),
         minimal=None
         if minimal_mode is None

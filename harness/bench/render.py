@@ -8,7 +8,8 @@ from typing import Any
 import pandas as pd
 
 from harness.bench.against import STABLE_WITHIN, held
-from harness.bench.plan import BLOCK_STEPS, BLOCKS, MATMUL_SIZES, SETTLED_WITHIN
+from harness.bench.plan import BLOCK_STEPS, BLOCKS, MATMUL_SIZES, SETTLED_WITHIN, TURN_S
+from harness.paired import MIN_BLOCK
 
 HALF = 0.5  # a step at half its own matmul's FLOP/s or more counts as compute-bound
 
@@ -90,7 +91,8 @@ def _notes() -> dict[str, str]:
     return {
         "overhead": "ratio: the harness's median step over the minimal loop's (same model, "
         "batch, optimizer and threads), the two taking turns of "
-        f"{BLOCK_STEPS} steps in one process, {BLOCKS} turns each: the median over the "
+        f"up to {BLOCK_STEPS} steps (as many as take {TURN_S} s, at least {MIN_BLOCK}) in "
+        f"one process, {BLOCKS} turns each: the median over the "
         "turn pairs of each pair's ratio; 1.0 means no overhead. "
         "minimal_mode fit: Keras' model.fit, against the harness's own tf.function step; "
         "functional: Flax's functional API under jax.jit (nnx.split once, nnx.merge in the "

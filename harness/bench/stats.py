@@ -100,7 +100,7 @@ def overhead_row(job: Job, results: list[dict[str, Any]]) -> dict[str, Any]:
         "error": _error(results),
         "harness_ms_rounds": [_ms(x) for x in h],
         "minimal_ms_rounds": [_ms(x) for x in u],
-        "turns": _turns(ok, "harness_block_s", "minimal_block_s"),
+        "turns": _turns(ok, "harness_block_s", "minimal_block_s", "block_steps"),
     }
 
 
@@ -168,7 +168,7 @@ def _against_ceiling(m: Measure, results: list[dict[str, Any]]) -> dict[str, Any
         # the matmul held may have moved with it
         "read_gbps": _median(reads),
         "read_gbps_rounds": reads,
-        "turns": _turns(ok, "harness_block_s", "matmul_flops_by_n", "read_gbps"),
+        "turns": _turns(ok, "harness_block_s", "matmul_flops_by_n", "read_gbps", "block_steps"),
         "peak_rss_mb": _median([r["peak_rss_mb"] for r in ok if r.get("peak_rss_mb")]),
         "error": _error(results),
     }

@@ -438,6 +438,7 @@ def test_worker_takes_turns_and_times_the_matmul_around_each(tmp_path):
     )
     result = paired.run(cfg)
     assert fake_minimal.CALLS == [1, paired.BENCH_WARMUP_STEPS, 4, 4, 4]
+    assert result["block_steps"] == 4
     for key in ("harness_block_s", "minimal_block_s"):
         assert len(result[key]) == 3 and all(v > 0 for v in result[key]), key
     # a reading before the first turn and after each, of every size, and of the memory
@@ -447,6 +448,25 @@ def test_worker_takes_turns_and_times_the_matmul_around_each(tmp_path):
     for i, best in enumerate(result["matmul_flops"]):
         assert best == max(v[i] for v in result["matmul_flops_by_n"].values()) > 0
     assert result["harness_first_step_s"] > 0 and math.isfinite(result["harness_last_loss"])
+
+
+def test_a_turn_takes_as_many_steps_as_its_length_allows():
+    from harness import paired
+
+    cfg = paired.PairedConfig(
+        spec=bench.bench_spec("mlp", 32),
+        framework="fake",
+        target="x:Y",
+        mode="eager",
+        blocks=2,
+        block=25,
+        turn_s=0.15,
+    )
+    assert paired.turn_steps(cfg, 0.001) == 25  # a fast step: the most
+    assert paired.turn_steps(cfg, 0.01) == 15
+    assert paired.turn_steps(cfg, 0.5) == paired.MIN_BLOCK  # a slow one: still a median
+    assert paired.turn_steps(cfg.model_copy(update={"turn_s": 0.0}), 0.5) == 25
+    assert paired.turn_steps(cfg.model_copy(update={"block": 3}), 0.5) == 3
 
 
 def test_matmul_operands_are_drawn_once_per_size_and_cannot_be_changed():
