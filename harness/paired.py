@@ -102,8 +102,8 @@ def run(cfg: PairedConfig) -> dict[str, Any]:
     """Build both loops, compile and warm each, then time them in turns.
 
     The result: ``harness_block_s`` (each turn's median step), ``minimal_block_s``
-    likewise when a minimal loop was asked for, and ``block_steps`` (each turn's
-    steps); when matmul sizes were,
+    likewise when a minimal loop was asked for, and ``block_steps`` (the steps of
+    every turn, ``turn_steps``); when matmul sizes were,
     ``matmul_flops`` (the best size's FLOP/s before the first turn and after each,
     one more reading than turns), ``matmul_flops_by_n`` (every size's) and
     ``read_gbps`` (the memory reading taken with each); and each loop's first step.
@@ -128,8 +128,8 @@ def run(cfg: PairedConfig) -> dict[str, Any]:
     warm = {}
     for name, steps in loops.items():
         out[f"{name}_first_step_s"] = steps(1)[0][0]
-        warm[name] = statistics.median(steps(BENCH_WARMUP_STEPS)[0])
-    block = out["block_steps"] = turn_steps(cfg, warm["harness"])
+        warm[name] = steps(BENCH_WARMUP_STEPS)[0]
+    block = out["block_steps"] = turn_steps(cfg, statistics.median(warm["harness"]))
     blocks: dict[str, list[float]] = {name: [] for name in loops}
     # the matmul (and the memory) before the first turn and after each, so that every
     # turn has a ceiling timed on either side of it: blocks + 1 readings of every size

@@ -91,7 +91,8 @@ def _notes() -> dict[str, str]:
     return {
         "overhead": "ratio: the harness's median step over the minimal loop's (same model, "
         "batch, optimizer and threads), the two taking turns of "
-        f"up to {BLOCK_STEPS} steps (as many as take {TURN_S} s, at least {MIN_BLOCK}) in "
+        f"up to {BLOCK_STEPS} steps (as many as the harness's step fits in {TURN_S} s, "
+        f"at least {MIN_BLOCK}) in "
         f"one process, {BLOCKS} turns each: the median over the "
         "turn pairs of each pair's ratio; 1.0 means no overhead. "
         "minimal_mode fit: Keras' model.fit, against the harness's own tf.function step; "
